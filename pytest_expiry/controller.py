@@ -1,0 +1,68 @@
+"""The session's owner of the watchdog and of the reports (plain pytest, or the xdist
+controller): launches the watchdog on demand, stops it at the end, and gathers every
+expiry into the terminal summary and the JSON report."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import pytest
+
+from pytest_expiry.report import ExpiryLog
+from pytest_expiry.settings import Settings
+from pytest_expiry.signals import ExpirySignals
+from pytest_expiry.watchdog import WatchdogProcess
+
+__all__ = ["ExpiryController"]
+
+
+class ExpiryController:
+    def __init__(self, config: pytest.Config, settings: Settings, signals: ExpirySignals) -> None:
+        self._config = config
+        self._settings = settings
+        self.signals = signals
+        self.watchdog: WatchdogProcess | None = None
+        self.log = ExpiryLog()
+
+    def watchdog_address(self) -> tuple[str, str, ExpirySignals]:
+        """Start the watchdog if it is not running; return its socket, stacks directory and
+        signals."""
+        if self.watchdog is None:
+            capture: Any = self._config.pluginmanager.get_plugin("capturemanager")
+            # the watchdog writes SLOW notices to the real terminal, not to a capture file
+            quiet = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+            with quiet:
+                self.watchdog = WatchdogProcess.launch(self._settings.grace, self.signals)
+        return self.watchdog.socket_path, self.watchdog.stacks_directory, self.signals
+
+    def pytest_report_header(self) -> list[str]:
+        s = self._settings
+        deadline = f"{s.default:g} s per test" if s.default else "none by default (markers only)"
+        details = [f"scale {s.scale:g}", f"grace {s.grace:g} s"]
+        details.append(f"slow at {s.slow:.0%}" if s.slow else "no SLOW notices")
+        if s.func_only:
+            details.append("func_only")
+        if s.timeout_compat:
+            details.append("pytest-timeout markers honoured")
+        return [f"expiry: {deadline} ({', '.join(details)})"]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if getattr(report, "expiry", None):
+            self.log.add_report(report)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        lines = self.log.summary_lines()
+        if lines:
+            terminalreporter.section("expiry")
+            for line in lines:
+                terminalreporter.write_line(line)
+
+    def pytest_sessionfinish(self, exitstatus: int) -> None:
+        if self._settings.report:
+            self.log.write_json(self._settings.report, int(exitstatus))
+
+    def stop(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None

@@ -1,0 +1,112 @@
+"""The escalation ladder for one expired scope, run by the watchdog in a thread of its own.
+
+1. snapshot the test process's descendants;
+2. gather every thread's stack of the test process and of each Python descendant;
+3. interrupt the test process: its main thread raises ``Expired`` where it hangs;
+4. end the descendants: SIGTERM, ``grace`` seconds, SIGKILL;
+5. if the test process has not answered (re-armed or released its scope) within ``grace``
+   of the interrupt, it cannot be interrupted: SIGKILL it and whatever it started.
+
+The outcome is an event (a JSON-ready dict) sent back to the test process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from pytest_expiry import procs
+from pytest_expiry.signals import ExpirySignals, signal_main_thread
+from pytest_expiry.stacks import collect_stacks
+from pytest_expiry.timer.api import TimerRequest, clock
+
+__all__ = ["Escalation", "LadderSettings"]
+
+
+@dataclass(frozen=True)
+class LadderSettings:
+    grace: float
+    signals: ExpirySignals
+    stacks_directory: str
+
+
+def _describe(process: psutil.Process, role: str) -> dict[str, Any]:
+    try:
+        with process.oneshot():
+            cmdline = process.cmdline()
+            ppid = process.ppid()
+    except psutil.Error:
+        cmdline, ppid = [], None
+    return {"pid": process.pid, "ppid": ppid, "role": role, "cmdline": cmdline}
+
+
+class Escalation:
+    """Runs the ladder for ``request`` once; :meth:`answered` tells it the test process
+    has spoken since the interrupt."""
+
+    def __init__(
+        self,
+        request: TimerRequest,
+        settings: LadderSettings,
+        deliver: Callable[[int, dict[str, Any]], bool],
+    ) -> None:
+        self.request = request
+        self._settings = settings
+        self._deliver = deliver
+        self._answer = threading.Event()
+
+    def answered(self) -> None:
+        """The test process released or re-armed its scope: it is alive and responsive."""
+        self._answer.set()
+
+    def start(self) -> None:
+        threading.Thread(target=self.run, name=f"expiry-{self.request.worker_id}").start()
+
+    def run(self) -> None:
+        worker = procs.identify(int(self.request.worker_id), self.request.worker_started)
+        if worker is None:
+            return
+        event = self._climb(worker)
+        if event is not None:
+            self._deliver(worker.pid, event)
+
+    def _climb(self, worker: psutil.Process) -> dict[str, Any] | None:
+        expired_at = clock()
+        tree = procs.tree_of(worker)
+        records = [_describe(worker, "test process")] + [_describe(p, "descendant") for p in tree]
+        stacks = collect_stacks(
+            [worker, *tree], self._settings.signals.stacks, self._settings.stacks_directory
+        )
+        if self._answer.is_set():
+            return None  # the scope ended while the stacks were gathered: no expiry
+        interrupted_at = clock()
+        with contextlib.suppress(OSError):
+            signal_main_thread(worker.pid, self._settings.signals.interrupt)
+        ending = procs.end_processes(tree, self._settings.grace)
+        waited = clock() - interrupted_at
+        hard_killed = not self._answer.wait(max(0.0, self._settings.grace - waited))
+        if hard_killed:
+            late = procs.end_processes([worker, *procs.tree_of(worker)], grace=0)
+            for pid, names in late.signals.items():
+                ending.signals.setdefault(pid, []).extend(names)
+        for record in records:
+            record["stack"] = stacks.get(record["pid"])
+            record["signals"] = ending.signals.get(record["pid"], [])
+        return {
+            "event": "expired",
+            "nodeid": self.request.scope_id,
+            "pid": worker.pid,
+            "deadline_at": self.request.expiration_time,
+            "expired_at": expired_at,
+            "stacks_seconds": round(interrupted_at - expired_at, 4),
+            "processes": records,
+            "survivors": ending.survivors,
+            "hard_killed": hard_killed,
+            "wall_time": time.time(),
+        }

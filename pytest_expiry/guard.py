@@ -1,0 +1,145 @@
+"""The test process's side of a scope: arming it, and raising ``Expired`` when told to.
+
+One :class:`Guard` per test process. The per-test path is :meth:`Guard.arm` and
+:meth:`Guard.release`: one small frame to the watchdog each, nothing else. When the watchdog
+sends the interrupt signal, the handler raises :class:`~pytest_expiry.Expired` in the main
+thread, at the point where the test hangs, but only if the current scope really is past its
+deadline and pytest is inside a test phase (never inside pytest's own reporting).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from _pytest.runner import CallInfo
+
+from pytest_expiry.channel import ChannelClient, ChannelError
+from pytest_expiry.errors import Expired
+from pytest_expiry.timer.api import clock
+
+__all__ = ["ActiveScope", "Guard"]
+
+_PHASE_CODE = CallInfo.from_call.__func__.__code__  # type: ignore[attr-defined]
+_DEBUGGER_MODULES = ("bdb", "pdb", "pydevd", "_pydevd", "debugpy", "pudb", "IPython.core.debugger")
+
+
+@dataclass
+class ActiveScope:
+    nodeid: str
+    seconds: float
+    armed_at: float
+    deadline: float
+    expired_in: str | None = None
+    expired_after: float = 0.0
+
+
+def _test_phase(frame: FrameType | None) -> str | None:
+    """The phase ("setup", "call", "teardown") pytest is running at ``frame``, if any."""
+    while frame is not None:
+        if frame.f_code is _PHASE_CODE:
+            return str(frame.f_locals.get("when"))
+        frame = frame.f_back
+    return None
+
+
+def debugger_active() -> bool:
+    """True while pdb (or pydevd, debugpy, pudb...) is tracing this process."""
+    tracer: Any = sys.gettrace()
+    owner = getattr(tracer, "__self__", tracer)
+    module = type(owner).__module__ if owner is not None else ""
+    if module.startswith(_DEBUGGER_MODULES):
+        return True
+    monitoring = getattr(sys, "monitoring", None)
+    return monitoring is not None and monitoring.get_tool(monitoring.DEBUGGER_ID) is not None
+
+
+class Guard:
+    """Arms and releases the current test's scope, and owns the interrupt handler."""
+
+    def __init__(self, channel: ChannelClient, interrupt_signal: int, slow_fraction: float) -> None:
+        self._channel: ChannelClient | None = channel
+        self._slow_fraction = slow_fraction
+        self.scope: ActiveScope | None = None
+        self.broken: str | None = None
+        self._paused_left: float | None = None
+        signal.signal(interrupt_signal, self._on_interrupt)
+
+    def _send(self, arm: bool, scope: ActiveScope) -> None:
+        if self._channel is None:
+            return
+        try:
+            if arm:
+                slow_at = scope.armed_at + self._slow_fraction * scope.seconds
+                self._channel.arm(
+                    scope.nodeid, scope.deadline, slow_at if self._slow_fraction else 0
+                )
+            else:
+                self._channel.release(scope.nodeid)
+        except ChannelError as error:
+            self.broken = str(error)
+            self._channel = None
+
+    def arm(self, nodeid: str, seconds: float) -> ActiveScope:
+        """Start a scope of ``seconds`` for ``nodeid`` (replacing any earlier one)."""
+        now = clock()
+        self.scope = ActiveScope(nodeid, seconds, now, now + seconds)
+        if not debugger_active():
+            self._send(True, self.scope)
+        return self.scope
+
+    def rearm(self, seconds: float) -> None:
+        """Give the current scope a fresh deadline (after an expiry, for what remains)."""
+        if self.scope is not None:
+            self.scope.deadline = clock() + seconds
+            self._send(True, self.scope)
+
+    def release(self) -> None:
+        if self.scope is not None:
+            scope, self.scope = self.scope, None
+            self._send(False, scope)
+
+    def pause(self) -> None:
+        """A debugger took over: stop the clock of the current scope."""
+        if self.scope is not None and self._paused_left is None:
+            self._paused_left = max(0.0, self.scope.deadline - clock())
+            self._send(False, self.scope)
+
+    def resume(self) -> None:
+        """The debugger is gone: the scope gets back the time it had left."""
+        left, self._paused_left = self._paused_left, None
+        if self.scope is not None and left is not None:
+            self.rearm(left)
+
+    def await_event(self, nodeid: str, timeout: float) -> dict[str, Any] | None:
+        """The watchdog's account of the expiry of ``nodeid`` (stale events are skipped)."""
+        if self._channel is None:
+            return None
+        end = clock() + timeout
+        while (left := end - clock()) > 0:
+            event = self._channel.receive_event(left)
+            if event is None or event.get("nodeid") == nodeid:
+                return event
+        return None
+
+    def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
+        scope = self.scope
+        if scope is None or scope.expired_in is not None or clock() < scope.deadline:
+            return  # a late signal for a scope that has already ended
+        phase = _test_phase(frame)
+        if self._paused_left is not None or phase is None:
+            return
+        scope.expired_in = phase
+        scope.expired_after = elapsed = clock() - scope.armed_at
+        raise Expired(
+            f"{scope.nodeid} expired: still running in {phase} after {elapsed:.2f} s "
+            f"(deadline {scope.seconds:g} s)"
+        )
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None

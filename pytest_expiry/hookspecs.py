@@ -1,0 +1,18 @@
+"""Hooks pytest-expiry offers to other plugins and conftest files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+@pytest.hookspec
+def pytest_expiry_expired(item: pytest.Item, event: dict[str, Any]) -> None:
+    """Called in the process that ran ``item`` after its deadline passed and the watchdog
+    finished with it.
+
+    ``event`` is the record that also goes to the JSON report: ``nodeid``, ``phase``,
+    ``deadline`` (seconds), ``elapsed``, ``pids``, ``signals`` (pid -> signal names) and
+    ``stacks`` (pid -> text).
+    """

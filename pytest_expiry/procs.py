@@ -1,0 +1,129 @@
+"""Processes by identity: finding them, telling them apart from strangers, ending them.
+
+A pid alone is not an identity: once a process is gone its pid can be handed to another.
+Everything here works on ``psutil.Process`` objects, which remember the create time they saw
+and refuse to signal a process whose create time differs (a recycled pid).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import psutil
+
+__all__ = ["Ending", "end_processes", "gone", "identify", "is_protected", "tree_of"]
+
+_POLL_FIRST = 0.002
+_POLL_MAX = 0.02
+
+
+def is_protected(pid: int) -> bool:
+    """Pids that are never signalled: the kernel's, init, and this process itself."""
+    return pid <= 1 or pid == os.getpid()
+
+
+def identify(pid: int, create_time: float | None = None) -> psutil.Process | None:
+    """The live process ``pid``, if it is the one that was created at ``create_time``.
+
+    Returns None when the pid is gone, protected, or now names another process. With no
+    ``create_time`` the process found now is taken as it is.
+    """
+    if is_protected(pid):
+        return None
+    try:
+        process = psutil.Process(pid)
+        if create_time is not None and process.create_time() != create_time:
+            return None
+    except psutil.Error:
+        return None
+    return process
+
+
+def gone(process: psutil.Process) -> bool:
+    """True once ``process`` has exited: reaped, a zombie, or its pid taken by another."""
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+_SHARED_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def is_shared_helper(process: psutil.Process) -> bool:
+    """multiprocessing's resource tracker and fork server: started once, shared by every
+    later test, and ending by themselves with their parent. They are never the hang."""
+    try:
+        command = " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+    return any(helper in command for helper in _SHARED_HELPERS)
+
+
+def tree_of(process: psutil.Process) -> list[psutil.Process]:
+    """Every live descendant of ``process``, parents before children; zombies and
+    multiprocessing's shared helpers (but not their children) are left out."""
+    try:
+        descendants = process.children(recursive=True)
+    except psutil.Error:
+        return []
+    return [
+        p
+        for p in descendants
+        if not is_protected(p.pid) and not gone(p) and not is_shared_helper(p)
+    ]
+
+
+def wait_gone(processes: Iterable[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` seconds for ``processes`` to exit; return those still alive."""
+    alive = [p for p in processes if not gone(p)]
+    end = time.monotonic() + timeout
+    pause = _POLL_FIRST
+    while alive and time.monotonic() < end:
+        time.sleep(min(pause, max(0.0, end - time.monotonic())))
+        pause = min(pause * 2, _POLL_MAX)
+        alive = [p for p in alive if not gone(p)]
+    return alive
+
+
+@dataclass
+class Ending:
+    """What :func:`end_processes` did: the signals sent to each pid, and who survived."""
+
+    signals: dict[int, list[str]] = field(default_factory=dict)
+    survivors: list[int] = field(default_factory=list)
+
+    def record(self, process: psutil.Process, sig: signal.Signals) -> None:
+        self.signals.setdefault(process.pid, []).append(sig.name)
+
+
+def _send(process: psutil.Process, sig: signal.Signals, ending: Ending) -> None:
+    if is_protected(process.pid):
+        return
+    try:
+        process.send_signal(sig)  # psutil refuses a pid that was recycled
+    except psutil.Error:
+        return
+    ending.record(process, sig)
+
+
+def end_processes(processes: list[psutil.Process], grace: float) -> Ending:
+    """SIGTERM every process, SIGKILL those still running after ``grace`` seconds.
+
+    With ``grace`` of 0 the first signal is SIGKILL. Processes that are already gone, or whose
+    pid was recycled, are never signalled.
+    """
+    ending = Ending()
+    targets = [p for p in processes if not gone(p)]
+    if grace > 0:
+        for process in targets:
+            _send(process, signal.SIGTERM, ending)
+        targets = wait_gone(targets, grace)
+    for process in targets:
+        _send(process, signal.SIGKILL, ending)
+    ending.survivors = [p.pid for p in wait_gone(targets, 1.0)]
+    return ending

@@ -1,0 +1,189 @@
+"""The hooks of the process that runs tests (plain pytest, or each xdist worker).
+
+Per test: one frame to arm its scope when the test protocol starts, one to release it when
+it ends. When the guard raised ``Expired``, the phase's report is completed with the
+watchdog's account (processes, signals, stacks) and the rest of the test gets a fresh,
+bounded deadline.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Generator
+from typing import Any
+
+import pytest
+
+from pytest_expiry import stackhook
+from pytest_expiry.channel import ChannelClient, ChannelError
+from pytest_expiry.errors import Expired
+from pytest_expiry.guard import ActiveScope, Guard
+from pytest_expiry.report import describe_expiry, expiry_record
+from pytest_expiry.settings import MarkerError, Settings, item_deadline
+from pytest_expiry.signals import ExpirySignals
+from pytest_expiry.timer.api import clock
+
+__all__ = ["DEADLINE", "ExpiryRunner"]
+
+DEADLINE = pytest.StashKey[tuple[float, bool]]()
+"""Each item's ``(seconds, func_only)``, resolved once at collection."""
+
+_EVENT_MARGIN = 2.0
+_FUNC_ONLY = "expiry-func-only"
+
+
+class ExpiryRunner:
+    """Arms a scope per test and reports its expiry. ``connect`` is called once, lazily,
+    by the first test that has a deadline."""
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        settings: Settings,
+        connect: Callable[[], tuple[str, str, ExpirySignals]],
+    ) -> None:
+        self._config = config
+        self._settings = settings
+        self._connect = connect
+        self.guard: Guard | None = None
+        self.unavailable: str | None = None
+        self._warned = False
+
+    def _start_guard(self) -> Guard | None:
+        try:
+            socket_path, stacks_directory, signals = self._connect()
+            guard = Guard(ChannelClient(socket_path), signals.interrupt, self._settings.slow)
+        except (ChannelError, OSError) as error:
+            self.unavailable = f"tests run without deadlines: {error}"
+            return None
+        os.environ[stackhook.ENV_STACKS] = f"{signals.stacks}:{stacks_directory}"
+        stackhook.install(signals.stacks, stacks_directory)
+        self.guard = guard
+        return guard
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        errors = []
+        for item in items:
+            try:
+                item.stash[DEADLINE] = item_deadline(item, self._settings)
+            except MarkerError as error:
+                errors.append(f"{item.nodeid}: {error}")
+        if errors:
+            raise pytest.UsageError("invalid expiry markers:\n  " + "\n  ".join(errors))
+        manager = self._config.pluginmanager
+        if any(item.stash[DEADLINE][1] for item in items) and not manager.has_plugin(_FUNC_ONLY):
+            manager.register(_FuncOnlyScopes(self), _FUNC_ONLY)
+
+    def guard_for(self, item: pytest.Item) -> tuple[Guard | None, float]:
+        seconds, _func_only = item.stash.get(DEADLINE, (0.0, False))
+        if not seconds or self.unavailable is not None:
+            return None, 0.0
+        guard = self.guard or self._start_guard()
+        self._warn_if_broken(guard)
+        return guard, seconds
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
+        guard, seconds = self.guard_for(item)
+        if guard is None or item.stash[DEADLINE][1]:
+            return (yield)
+        guard.arm(item.nodeid, seconds)
+        try:
+            return (yield)
+        finally:
+            guard.release()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        guard = self.guard
+        scope = guard.scope if guard is not None else None
+        if guard is None or scope is None or scope.nodeid != item.nodeid:
+            return report
+        if scope.expired_in == call.when:
+            self._complete_expiry(guard, scope, call, report, item.stash[DEADLINE][1])
+            item.ihook.pytest_expiry_expired(item=item, event=report.expiry[0])
+        elif call.when == "teardown" and self._settings.slow:
+            self._note_if_slow(scope, report)
+        return report
+
+    def _complete_expiry(
+        self,
+        guard: Guard,
+        scope: ActiveScope,
+        call: pytest.CallInfo[None],
+        report: pytest.TestReport,
+        func_only: bool,
+    ) -> None:
+        elapsed = scope.expired_after
+        guard.rearm(scope.seconds)  # tells the watchdog we are alive, and bounds what is left
+        event = guard.await_event(scope.nodeid, self._settings.grace + _EVENT_MARGIN)
+        if call.when == "call" and func_only:
+            guard.release()  # a func_only scope covers the call alone
+        record = expiry_record(scope.nodeid, call.when, scope.seconds, elapsed, event)
+        if call.excinfo is None or not call.excinfo.errisinstance(Expired):
+            report.outcome = "failed"
+            report.longrepr = (
+                f"{scope.nodeid} expired in {call.when} after {elapsed:.2f} s "
+                f"(deadline {scope.seconds:g} s), and the test swallowed the Expired exception"
+            )
+        text = describe_expiry(record)
+        add_section = getattr(report.longrepr, "addsection", None)
+        if add_section is not None:
+            add_section("expiry", text)
+        else:
+            report.sections.append(("expiry", text))
+        report.expiry = [record]  # type: ignore[attr-defined]
+        report.user_properties.append(("expiry", f"expired in {call.when} after {elapsed:.2f} s"))
+
+    def _note_if_slow(self, scope: ActiveScope, report: pytest.TestReport) -> None:
+        elapsed = clock() - scope.armed_at
+        if scope.expired_in is None and elapsed >= self._settings.slow * scope.seconds:
+            record = {
+                "event": "slow", "nodeid": scope.nodeid, "phase": "teardown",
+                "deadline": scope.seconds, "elapsed": round(elapsed, 4),
+            }  # fmt: skip
+            report.expiry = [record]  # type: ignore[attr-defined]
+
+    def _warn_if_broken(self, guard: Guard | None) -> None:
+        problem = self.unavailable or (guard.broken if guard is not None else None)
+        if problem and not self._warned:
+            self._warned = True
+            reporter: Any = self._config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"pytest-expiry: WARNING {problem}", yellow=True)
+
+    def pytest_enter_pdb(self) -> None:
+        if self.guard is not None:
+            self.guard.pause()
+
+    def pytest_leave_pdb(self) -> None:
+        if self.guard is not None:
+            self.guard.resume()
+
+    def close(self) -> None:
+        if self.guard is not None:
+            self.guard.close()
+
+
+class _FuncOnlyScopes:
+    """Scopes around the call phase alone, for items with ``func_only``; registered only
+    when a collected item needs it, so other sessions do not pay for the hook."""
+
+    def __init__(self, runner: ExpiryRunner) -> None:
+        self._runner = runner
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        guard, seconds = self._runner.guard_for(item)
+        if guard is None or not item.stash[DEADLINE][1]:
+            return (yield)
+        guard.arm(item.nodeid, seconds)
+        try:
+            return (yield)
+        finally:
+            if guard.scope is not None and guard.scope.expired_in is None:
+                guard.release()

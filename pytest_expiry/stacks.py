@@ -1,0 +1,105 @@
+"""Gathering every thread's stack from a set of processes, from the watchdog's side.
+
+Processes that installed :mod:`pytest_expiry.stackhook` own a file ``<directory>/<pid>``;
+the watchdog records its size, sends the stacks signal (faulthandler answers it even while C
+code holds the GIL), and reads what was appended. Processes without such a file are not
+signalled: without the handler the signal would kill them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+
+from pytest_expiry.signals import signal_main_thread
+
+__all__ = ["collect_stacks", "main_thread_first"]
+
+_SETTLE = 0.015
+_LIMIT = 0.3
+_POLL = 0.002
+
+
+def _dump_file(directory: str, process: psutil.Process) -> str | None:
+    path = os.path.join(directory, str(process.pid))
+    try:
+        written = os.stat(path).st_mtime
+        started = process.create_time()
+    except (OSError, psutil.Error):
+        return None
+    # a file older than the process was left by an earlier owner of the pid
+    return path if written >= started - 1.0 else None
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def collect_stacks(processes: list[psutil.Process], signum: int, directory: str) -> dict[int, str]:
+    """Ask each process that can answer for its stacks; return ``pid -> dump``.
+
+    Waits until every dump has stopped growing for a moment, at most ``_LIMIT`` seconds
+    (a stopped or uninterruptible process never answers).
+    """
+    files: dict[int, tuple[str, int]] = {}
+    for process in processes:
+        path = _dump_file(directory, process)
+        if path is None:
+            continue
+        offset = _size(path)
+        try:
+            signal_main_thread(process.pid, signum)
+        except OSError:
+            continue
+        files[process.pid] = (path, offset)
+    _wait_until_written(files)
+    dumps: dict[int, str] = {}
+    for pid, (path, offset) in files.items():
+        with open(path, errors="replace") as dump:
+            dump.seek(offset)
+            text = dump.read().strip()
+        if text:
+            dumps[pid] = main_thread_first(text)
+    return dumps
+
+
+def _wait_until_written(files: dict[int, tuple[str, int]]) -> None:
+    start = time.monotonic()
+    last_sizes: dict[int, int] = {}
+    last_change = start
+    while time.monotonic() - start < _LIMIT:
+        time.sleep(_POLL)
+        sizes = {pid: _size(path) for pid, (path, _) in files.items()}
+        if sizes != last_sizes:
+            last_sizes, last_change = sizes, time.monotonic()
+            continue
+        all_grew = all(sizes[pid] > offset for pid, (_, offset) in files.items())
+        if all_grew and time.monotonic() - last_change >= _SETTLE:
+            return
+
+
+_MACHINERY = ("/_pytest/", "/pluggy/", "<frozen runpy>", "/xdist/", "/execnet/")
+
+
+def _without_machinery(block: str) -> str:
+    """Cut a thread's frames at the first one that belongs to pytest's own machinery: what
+    lies below the test (hook calls, the session loop) never explains a hang."""
+    lines = block.splitlines()
+    for index, line in enumerate(lines[1:], start=1):
+        if any(part in line for part in _MACHINERY):
+            cut = len(lines) - index
+            return "\n".join([*lines[:index], f"  ... {cut} frames of pytest's machinery"])
+    return block
+
+
+def main_thread_first(dump: str) -> str:
+    """Reorder a faulthandler dump so the thread that took the signal (the main thread,
+    which is where a test hangs) comes first, each thread cut at pytest's machinery."""
+    blocks = [_without_machinery(b) for b in dump.split("\n\n") if b.strip()]
+    blocks.sort(key=lambda block: not block.startswith("Current thread"))
+    return "\n\n".join(blocks)

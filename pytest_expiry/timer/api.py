@@ -1,0 +1,236 @@
+"""The seed API: timer requests, clients, request queues, servers and ``expires``.
+
+The shape follows ``torch.distributed.elastic.timer`` so that code written for it reads the
+same here. The differences are deliberate fixes:
+
+* every ``expires`` call gets its own scope, so nested unnamed scopes never share a key;
+* deadlines are read on :func:`clock` (``time.monotonic``), which every process on a host
+  shares and which does not jump with the wall clock;
+* a server wakes at the earliest deadline it holds instead of sleeping ``max_interval``;
+* ``stop()`` wakes the server at once when its queue supports :meth:`RequestQueue.wake`.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "RequestQueue",
+    "TimerClient",
+    "TimerRequest",
+    "TimerServer",
+    "clock",
+    "configure",
+    "expires",
+]
+
+log = logging.getLogger(__name__)
+
+clock = time.monotonic
+"""The clock every deadline is measured on: monotonic and shared by all processes of a host."""
+
+
+@dataclass(frozen=True)
+class TimerRequest:
+    """Arms (``expiration_time >= 0``) or releases (negative) the timer ``scope_id`` of a worker.
+
+    ``worker_started`` is the worker process's create time (``psutil.Process.create_time()``)
+    when the client knows it; a server uses it to never signal a process that merely
+    inherited a dead worker's pid.
+    """
+
+    worker_id: Any
+    scope_id: str
+    expiration_time: float
+    worker_started: float | None = None
+
+    @property
+    def is_release(self) -> bool:
+        return self.expiration_time < 0
+
+
+class TimerClient(abc.ABC):
+    """Arms and releases timers on behalf of the calling worker."""
+
+    @abc.abstractmethod
+    def acquire(self, scope_id: str, expiration_time: float) -> None:
+        """Arm ``scope_id`` to expire at ``expiration_time`` (on :func:`clock`), replacing any
+        earlier deadline of the same scope."""
+
+    @abc.abstractmethod
+    def release(self, scope_id: str) -> None:
+        """Disarm ``scope_id``; releasing a scope that is not armed does nothing."""
+
+
+class RequestQueue(abc.ABC):
+    """Carries :class:`TimerRequest` objects from clients to one server."""
+
+    @abc.abstractmethod
+    def size(self) -> int:
+        """A hint of how many requests are waiting (may be approximate, never raises)."""
+
+    @abc.abstractmethod
+    def get(self, size: int, timeout: float) -> list[TimerRequest]:
+        """Return up to ``size`` requests, waiting at most ``timeout`` seconds for the first."""
+
+    def wake(self) -> None:  # noqa: B027 - optional for subclasses
+        """Make a ``get`` blocked in another thread return early.
+
+        The default does nothing: a server on such a queue notices ``stop()`` only once its
+        current wait (at most ``max_interval``) has ended.
+        """
+
+
+class TimerServer(abc.ABC):
+    """Watches the deadlines its queue delivers and reaps the workers that overrun them.
+
+    Subclasses store timers (:meth:`register_timers`, :meth:`clear_timers`,
+    :meth:`get_expired_timers`, :meth:`next_expiration`) and decide what reaping means
+    (:meth:`_reap_worker`). The loop runs in a thread between :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self, request_queue: RequestQueue, max_interval: float = 60.0, daemon: bool = True
+    ) -> None:
+        if not max_interval > 0:
+            raise ValueError(
+                f"max_interval must be a positive number of seconds, not {max_interval!r}"
+            )
+        self._request_queue = request_queue
+        self._max_interval = max_interval
+        self._daemon = daemon
+        self._stop_signaled = False
+        self._watchdog_thread: threading.Thread | None = None
+        self._lifecycle = threading.Lock()
+
+    @abc.abstractmethod
+    def register_timers(self, timer_requests: list[TimerRequest]) -> None:
+        """Apply arm and release requests, in order."""
+
+    @abc.abstractmethod
+    def clear_timers(self, worker_ids: set[Any]) -> None:
+        """Forget every timer of these workers."""
+
+    @abc.abstractmethod
+    def get_expired_timers(self, deadline: float) -> dict[Any, list[TimerRequest]]:
+        """The timers whose expiration time is at or before ``deadline``, by worker."""
+
+    @abc.abstractmethod
+    def _reap_worker(self, worker_id: Any) -> bool:
+        """End an overrunning worker; True when it is gone (or was already), so its timers
+        can be cleared."""
+
+    def next_expiration(self, after: float) -> float | None:
+        """The earliest expiration time later than ``after``, or None if unknown.
+
+        The loop sleeps until then rather than for the whole ``max_interval``.
+        """
+        return None
+
+    def _reap_worker_no_throw(self, worker_id: Any) -> bool:
+        try:
+            return self._reap_worker(worker_id)
+        except Exception:
+            log.exception("error reaping worker %s; its timers stay armed", worker_id)
+            return False
+
+    def _run_watchdog(self) -> None:
+        now = clock()
+        timeout = self._max_interval
+        upcoming = self.next_expiration(now)
+        if upcoming is not None:
+            timeout = max(0.0, min(timeout, upcoming - now))
+        requests = self._request_queue.get(max(1, self._request_queue.size()), timeout)
+        self.register_timers(requests)
+        now = clock()
+        reaped = {
+            worker_id
+            for worker_id in self.get_expired_timers(now)
+            if self._reap_worker_no_throw(worker_id)
+        }
+        self.clear_timers(reaped)
+
+    def _watchdog_loop(self) -> None:
+        while not self._stop_signaled:
+            try:
+                self._run_watchdog()
+            except Exception:
+                log.exception("timer server loop error; continuing")
+
+    def start(self) -> None:
+        """Start the loop in a thread; a server that is already running is left as it is."""
+        with self._lifecycle:
+            if self._watchdog_thread is not None and self._watchdog_thread.is_alive():
+                return
+            self._stop_signaled = False
+            self._watchdog_thread = threading.Thread(
+                target=self._watchdog_loop, name="expiry-timer-server", daemon=self._daemon
+            )
+            self._watchdog_thread.start()
+
+    def stop(self) -> None:
+        """Stop the loop and wait for its thread (at most ``max_interval``)."""
+        with self._lifecycle:
+            self._stop_signaled = True
+            self._request_queue.wake()
+            if self._watchdog_thread is not None:
+                self._watchdog_thread.join(self._max_interval)
+                self._watchdog_thread = None
+
+
+_timer_client: TimerClient | None = None
+_scope_numbers = itertools.count()
+
+
+def configure(timer_client: TimerClient) -> None:
+    """Make ``timer_client`` the default client of :func:`expires` in this process."""
+    global _timer_client
+    _timer_client = timer_client
+
+
+class _ExpiryScope:
+    def __init__(self, client: TimerClient, scope_id: str, after: float) -> None:
+        self._client = client
+        self._scope_id = scope_id
+        self._after = after
+
+    def __enter__(self) -> None:
+        self._client.acquire(self._scope_id, clock() + self._after)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._client.release(self._scope_id)
+
+
+def expires(
+    after: float, scope: str | None = None, client: TimerClient | None = None
+) -> _ExpiryScope:
+    """A context manager: the calling worker must leave the block within ``after`` seconds.
+
+    Without ``scope`` the block gets a scope of its own, named after the calling line plus a
+    number unique in this process, so nested and repeated blocks never disarm each other.
+    Exceptions raised inside propagate unchanged. Raises RuntimeError when no client is given
+    and none was set with :func:`configure`.
+    """
+    chosen = client if client is not None else _timer_client
+    if chosen is None:
+        raise RuntimeError(
+            "expires() has no timer client: call pytest_expiry.timer.configure(client) "
+            "in this process first, or pass client=..."
+        )
+    if scope is None:
+        caller = sys._getframe(1)
+        scope = f"{caller.f_code.co_filename}:{caller.f_lineno}#{next(_scope_numbers)}"
+    return _ExpiryScope(chosen, scope, after)

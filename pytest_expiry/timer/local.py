@@ -1,0 +1,149 @@
+"""Timers over a ``multiprocessing`` queue: the server is a thread in the parent process."""
+
+from __future__ import annotations
+
+import os
+import queue
+from multiprocessing import connection
+from typing import Any
+
+import psutil
+
+from pytest_expiry import procs
+from pytest_expiry.timer.api import RequestQueue, TimerClient, TimerRequest, TimerServer
+
+__all__ = ["LocalTimerClient", "LocalTimerServer", "MultiprocessingRequestQueue"]
+
+
+class _Identity:
+    """This process's pid and create time, recomputed after a fork."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._created: float | None = None
+
+    def current(self) -> tuple[int, float | None]:
+        pid = os.getpid()
+        if pid != self._pid:
+            try:
+                self._created = psutil.Process(pid).create_time()
+            except psutil.Error:
+                self._created = None
+            self._pid = pid
+        return pid, self._created
+
+
+class LocalTimerClient(TimerClient):
+    """Sends this process's requests to a :class:`LocalTimerServer` through ``mp_queue``.
+
+    The worker id is the pid; the request also carries the process's create time so that the
+    server can tell the worker from a later process that reuses its pid.
+    """
+
+    def __init__(self, mp_queue: Any) -> None:
+        self._mp_queue = mp_queue
+        self._identity = _Identity()
+
+    def acquire(self, scope_id: str, expiration_time: float) -> None:
+        pid, created = self._identity.current()
+        self._mp_queue.put(TimerRequest(pid, scope_id, expiration_time, created))
+
+    def release(self, scope_id: str) -> None:
+        pid, created = self._identity.current()
+        self._mp_queue.put(TimerRequest(pid, scope_id, -1, created))
+
+
+class MultiprocessingRequestQueue(RequestQueue):
+    """A :class:`RequestQueue` over a ``multiprocessing`` queue (or any queue with get/put).
+
+    ``size()`` works where ``qsize()`` is not implemented (macOS). With a
+    ``multiprocessing.Queue`` or ``SimpleQueue``, :meth:`wake` interrupts a blocked ``get``;
+    other queues are waited on with their own timeout.
+    """
+
+    def __init__(self, mp_queue: Any) -> None:
+        self._mp_queue = mp_queue
+        self._reader: Any = getattr(mp_queue, "_reader", None)
+        self._wake_reader, self._wake_writer = connection.Pipe(duplex=False)
+
+    def size(self) -> int:
+        try:
+            return int(self._mp_queue.qsize())
+        except NotImplementedError:
+            return 0 if self._mp_queue.empty() else 1
+
+    def wake(self) -> None:
+        self._wake_writer.send_bytes(b"")
+
+    def get(self, size: int, timeout: float) -> list[TimerRequest]:
+        first = self._first(timeout)
+        if first is None:
+            return []
+        requests = [first]
+        while len(requests) < size:
+            try:
+                requests.append(self._mp_queue.get(block=False))
+            except queue.Empty:
+                break
+        return requests
+
+    def _first(self, timeout: float) -> TimerRequest | None:
+        if self._reader is None:
+            try:
+                return self._mp_queue.get(block=True, timeout=timeout)  # type: ignore[no-any-return]
+            except queue.Empty:
+                return None
+        ready = connection.wait([self._reader, self._wake_reader], timeout)
+        if self._wake_reader in ready:
+            while self._wake_reader.poll():
+                self._wake_reader.recv_bytes()
+        if self._reader not in ready:
+            return None
+        try:
+            return self._mp_queue.get(block=True, timeout=timeout)  # type: ignore[no-any-return]
+        except queue.Empty:
+            return None
+
+
+class LocalTimerServer(TimerServer):
+    """Keeps timers by ``(pid, scope_id)`` and SIGKILLs a worker whose timer expires.
+
+    A worker is signalled only while its pid still names the process that armed the timer;
+    one that is already gone just has its timers dropped.
+    """
+
+    def __init__(self, mp_queue: Any, max_interval: float = 60.0, daemon: bool = True) -> None:
+        super().__init__(MultiprocessingRequestQueue(mp_queue), max_interval, daemon)
+        self._timers: dict[tuple[Any, str], TimerRequest] = {}
+
+    def register_timers(self, timer_requests: list[TimerRequest]) -> None:
+        for request in timer_requests:
+            key = (request.worker_id, request.scope_id)
+            if request.is_release:
+                self._timers.pop(key, None)
+            else:
+                self._timers[key] = request
+
+    def clear_timers(self, worker_ids: set[Any]) -> None:
+        for key in [key for key in self._timers if key[0] in worker_ids]:
+            del self._timers[key]
+
+    def get_expired_timers(self, deadline: float) -> dict[Any, list[TimerRequest]]:
+        expired: dict[Any, list[TimerRequest]] = {}
+        for request in self._timers.values():
+            if request.expiration_time <= deadline:
+                expired.setdefault(request.worker_id, []).append(request)
+        return expired
+
+    def next_expiration(self, after: float) -> float | None:
+        upcoming = [r.expiration_time for r in self._timers.values() if r.expiration_time > after]
+        return min(upcoming, default=None)
+
+    def _reap_worker(self, worker_id: Any) -> bool:
+        created = next(
+            (r.worker_started for (w, _), r in self._timers.items() if w == worker_id), None
+        )
+        worker = procs.identify(int(worker_id), created)
+        if worker is not None:
+            procs.end_processes([worker], grace=0)
+        return True

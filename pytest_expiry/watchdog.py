@@ -1,0 +1,198 @@
+"""The watchdog process: a timer server that wakes at the next deadline and escalates.
+
+The pytest process (the controller, under xdist) launches it once per session with
+:meth:`WatchdogProcess.launch`. It is a separate process so that nothing a test does (a C
+call holding the GIL, a swallowed exception, a frozen main thread) can stop it. It runs until
+its standard input reaches end-of-file, which happens when the session ends or when the
+process that launched it dies, however it dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from typing import Any
+
+from pytest_expiry.channel import ALL_SCOPES, ScopeRequest, SocketRequestQueue
+from pytest_expiry.escalation import Escalation, LadderSettings
+from pytest_expiry.signals import ExpirySignals, parse_signals
+from pytest_expiry.timer.api import TimerRequest, TimerServer, clock
+
+__all__ = ["ExpiryServer", "WatchdogProcess", "main"]
+
+EVENTS_FILE = "events.jsonl"
+_Key = tuple[Any, str]
+
+
+class ExpiryServer(TimerServer):
+    """Timers by ``(pid, scope)``; an expired one starts an :class:`Escalation`; a SLOW
+    notice is written to the terminal when a scope passes its ``slow_at``."""
+
+    def __init__(
+        self, request_queue: SocketRequestQueue, settings: LadderSettings, directory: str
+    ) -> None:
+        super().__init__(request_queue, max_interval=60.0, daemon=True)
+        self._queue = request_queue
+        self._settings = settings
+        self._events_path = os.path.join(directory, EVENTS_FILE)
+        self._events_lock = threading.Lock()
+        self._timers: dict[_Key, TimerRequest] = {}
+        self._slow: dict[_Key, float] = {}
+        self._escalations: dict[Any, Escalation] = {}
+
+    def register_timers(self, timer_requests: list[TimerRequest]) -> None:
+        for request in timer_requests:
+            escalation = self._escalations.pop(request.worker_id, None)
+            if escalation is not None:
+                escalation.answered()
+            key = (request.worker_id, request.scope_id)
+            if request.scope_id == ALL_SCOPES:
+                self.clear_timers({request.worker_id})
+            elif request.is_release:
+                self._timers.pop(key, None)
+                self._slow.pop(key, None)
+            else:
+                self._timers[key] = request
+                slow_at = request.slow_at if isinstance(request, ScopeRequest) else None
+                if slow_at:
+                    self._slow[key] = slow_at
+
+    def clear_timers(self, worker_ids: set[Any]) -> None:
+        for key in [key for key in self._timers if key[0] in worker_ids]:
+            del self._timers[key]
+            self._slow.pop(key, None)
+
+    def get_expired_timers(self, deadline: float) -> dict[Any, list[TimerRequest]]:
+        expired: dict[Any, list[TimerRequest]] = {}
+        for request in self._timers.values():
+            if request.expiration_time <= deadline:
+                expired.setdefault(request.worker_id, []).append(request)
+        return expired
+
+    def next_expiration(self, after: float) -> float | None:
+        times = [r.expiration_time for r in self._timers.values()] + list(self._slow.values())
+        return min((t for t in times if t > after), default=None)
+
+    def _run_watchdog(self) -> None:
+        super()._run_watchdog()
+        now = clock()
+        for key, slow_at in list(self._slow.items()):
+            if slow_at <= now:
+                del self._slow[key]
+                left = self._timers[key].expiration_time - now
+                sys.stderr.write(
+                    f"\npytest-expiry: SLOW {key[1]} is still running; it expires in {left:.1f} s\n"
+                )
+                sys.stderr.flush()
+
+    def _reap_worker(self, worker_id: Any) -> bool:
+        for key, request in list(self._timers.items()):
+            if key[0] == worker_id and request.expiration_time <= clock():
+                escalation = Escalation(request, self._settings, self._deliver)
+                self._escalations[worker_id] = escalation
+                escalation.start()
+        return True
+
+    def _deliver(self, pid: int, event: dict[str, Any]) -> bool:
+        with self._events_lock, open(self._events_path, "a") as events:
+            events.write(json.dumps(event) + "\n")
+        if event["hard_killed"]:
+            sys.stderr.write(
+                f"\npytest-expiry: {event['nodeid']} did not stop when interrupted; "
+                f"its process {pid} was killed (SIGKILL)\n"
+            )
+            sys.stderr.flush()
+        return self._queue.send_event(pid, event)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the watchdog process (``python -m pytest_expiry.watchdog``)."""
+    parser = argparse.ArgumentParser(prog="pytest_expiry.watchdog")
+    parser.add_argument("--listen-fd", type=int, required=True)
+    parser.add_argument("--directory", required=True)
+    parser.add_argument("--grace", type=float, required=True)
+    parser.add_argument("--signals", type=parse_signals, required=True)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    listener = socket.socket(fileno=args.listen_fd)
+    settings = LadderSettings(args.grace, args.signals, os.path.join(args.directory, "stacks"))
+    server = ExpiryServer(SocketRequestQueue(listener), settings, args.directory)
+    server.start()
+    sys.stdin.buffer.read()
+    server.stop()
+
+
+class WatchdogProcess:
+    """The pytest side's handle on its watchdog: where to reach it, and how to end it."""
+
+    def __init__(self, directory: str, process: subprocess.Popen[bytes]) -> None:
+        self.directory = directory
+        self.process = process
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.directory, "socket")
+
+    @property
+    def stacks_directory(self) -> str:
+        return os.path.join(self.directory, "stacks")
+
+    @classmethod
+    def launch(cls, grace: float, signals: ExpirySignals) -> WatchdogProcess:
+        """Start a watchdog with a fresh private directory (mode 0700) and socket."""
+        base = None if len(tempfile.gettempdir()) < 60 else "/tmp"
+        directory = tempfile.mkdtemp(prefix="pytest-expiry-", dir=base)
+        os.mkdir(os.path.join(directory, "stacks"))
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(os.path.join(directory, "socket"))
+            listener.listen(128)
+            command = [
+                sys.executable, "-m", "pytest_expiry.watchdog",
+                "--listen-fd", str(listener.fileno()), "--directory", directory,
+                "--grace", repr(grace), "--signals", signals.encode(),
+            ]  # fmt: skip
+            process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, pass_fds=[listener.fileno()],
+                start_new_session=True,
+            )  # fmt: skip
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        finally:
+            listener.close()
+        return cls(directory, process)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event the watchdog recorded this session."""
+        try:
+            with open(os.path.join(self.directory, EVENTS_FILE)) as events:
+                return [json.loads(line) for line in events if line.strip()]
+        except OSError:
+            return []
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the watchdog (it finishes any escalation under way) and remove its files."""
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Code that runs inside worker processes.
+
+Every function is module level, so spawn and forkserver children can unpickle it, and this
+module imports nothing heavier than the timer package, so children start fast. Nothing
+here runs in the pytest process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from pytest_expiry.timer import LocalTimerClient, TimerClient, clock, configure, expires
+
+HANG = 30.0
+"""How long a "stuck" worker sleeps: longer than any test waits, so only the timer ends it."""
+
+
+def overrun(queue: Any, after: float) -> None:
+    """Arm a scope of ``after`` seconds and never leave it."""
+    configure(LocalTimerClient(queue))
+    with expires(after=after):
+        time.sleep(HANG)
+
+
+def finish_then_linger(queue: Any, after: float, linger: float) -> None:
+    """Leave a scope of ``after`` seconds at once, then stay alive past its old deadline."""
+    configure(LocalTimerClient(queue))
+    with expires(after=after):
+        pass
+    time.sleep(linger)
+
+
+def overrun_reporting_deadline(queue: Any, after: float, deadline: Any, outer: float) -> None:
+    """Overrun a scope of ``after`` seconds nested in one of ``outer`` seconds.
+
+    ``deadline.value`` gets ``clock() + after`` read just before entering the inner scope:
+    a lower bound of the deadline ``expires`` arms, so latencies measured from it are
+    upper bounds. With ``outer <= 0`` there is no outer scope.
+    """
+    configure(LocalTimerClient(queue))
+    if outer > 0:
+        with expires(after=outer):
+            deadline.value = clock() + after
+            with expires(after=after):
+                time.sleep(HANG)
+    else:
+        deadline.value = clock() + after
+        with expires(after=after):
+            time.sleep(HANG)
+
+
+def overrun_after_inner_scope(queue: Any, outer: float, inner: float) -> None:
+    """Finish an inner unnamed scope, then overrun the outer unnamed scope around it."""
+    configure(LocalTimerClient(queue))
+    with expires(after=outer):
+        with expires(after=inner):
+            pass
+        time.sleep(HANG)
+
+
+def exit_inside_scope(queue: Any, after: float, go: Any) -> None:
+    """Arm a scope, wait for the parent's go-ahead, and exit without releasing it."""
+    configure(LocalTimerClient(queue))
+    with expires(after=after):
+        go.wait(HANG)
+        os._exit(0)
+
+
+def read_clock(reading: Any) -> None:
+    """Report this process's :func:`clock` through a shared double."""
+    reading.value = clock()
+
+
+def arm_and_release(client: TimerClient, scope: str, expiration_time: float) -> None:
+    """Use a client built by the parent (inherited through fork or pickled for spawn)."""
+    client.acquire(scope, expiration_time)
+    client.release(scope)

@@ -5,7 +5,7 @@ watchdog also checks each peer's credentials (``SO_PEERCRED``) and refuses other
 
 Test process -> watchdog, fixed-size binary frames (cheap on the per-test path)::
 
-    kind (1 byte) | deadline (double) | slow_at (double) | length (uint32) | payload
+    kind (1 byte) | deadline | slow_at | armed_at (doubles) | length (uint32) | payload
 
 ``H`` hello (payload: ``pid,create_time``), ``A`` arm a scope (payload: scope id), ``R``
 release it. Watchdog -> test process: one JSON object per line (an escalation's event).
@@ -30,7 +30,7 @@ from pytest_expiry.timer.api import RequestQueue, TimerClient, TimerRequest
 
 __all__ = ["ALL_SCOPES", "ChannelClient", "ChannelError", "ScopeRequest", "SocketRequestQueue"]
 
-_FRAME = struct.Struct("!cddI")
+_FRAME = struct.Struct("!cdddI")
 _HELLO, _ARM, _RELEASE = b"H", b"A", b"R"
 ALL_SCOPES = "*"
 """Scope id of the release a queue emits when a peer disconnects: drop all its timers."""
@@ -42,9 +42,11 @@ class ChannelError(OSError):
 
 @dataclass(frozen=True)
 class ScopeRequest(TimerRequest):
-    """A timer request that may also ask for a SLOW notice at ``slow_at``."""
+    """A timer request that may also ask for a SLOW notice at ``slow_at``, and that says
+    when the scope started (``armed_at``), for reports of how long it ran."""
 
     slow_at: float | None = None
+    armed_at: float | None = None
 
 
 class ChannelClient(TimerClient):
@@ -57,27 +59,30 @@ class ChannelClient(TimerClient):
         try:
             self._sock.connect(path)
             me = psutil.Process()
-            self._send(_HELLO, 0.0, 0.0, f"{me.pid},{me.create_time()!r}")
+            self._send(_HELLO, 0.0, 0.0, 0.0, f"{me.pid},{me.create_time()!r}")
         except OSError as error:
             self._sock.close()
             raise ChannelError(f"cannot reach the expiry watchdog at {path}: {error}") from error
 
-    def _send(self, kind: bytes, deadline: float, slow_at: float, payload: str) -> None:
+    def _send(
+        self, kind: bytes, deadline: float, slow_at: float, armed_at: float, payload: str
+    ) -> None:
         data = payload.encode()
         try:
-            self._sock.sendall(_FRAME.pack(kind, deadline, slow_at, len(data)) + data)
+            self._sock.sendall(_FRAME.pack(kind, deadline, slow_at, armed_at, len(data)) + data)
         except OSError as error:
             raise ChannelError(f"the expiry watchdog went away: {error}") from error
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
-        self._send(_ARM, expiration_time, 0.0, scope_id)
+        self._send(_ARM, expiration_time, 0.0, 0.0, scope_id)
 
-    def arm(self, scope_id: str, deadline: float, slow_at: float) -> None:
-        """Arm ``scope_id`` with a SLOW notice at ``slow_at`` (0 for none)."""
-        self._send(_ARM, deadline, slow_at, scope_id)
+    def arm(self, scope_id: str, deadline: float, slow_at: float, armed_at: float) -> None:
+        """Arm ``scope_id``, started at ``armed_at``, with a SLOW notice at ``slow_at``
+        (0 for none)."""
+        self._send(_ARM, deadline, slow_at, armed_at, scope_id)
 
     def release(self, scope_id: str) -> None:
-        self._send(_RELEASE, -1.0, 0.0, scope_id)
+        self._send(_RELEASE, -1.0, 0.0, 0.0, scope_id)
 
     def receive_event(self, timeout: float) -> dict[str, Any] | None:
         """The next event the watchdog sent, waiting at most ``timeout`` seconds."""
@@ -191,18 +196,18 @@ class SocketRequestQueue(RequestQueue):
             return
         peer.buffer += chunk
         while len(peer.buffer) >= _FRAME.size:
-            kind, deadline, slow_at, length = _FRAME.unpack_from(peer.buffer)
+            kind, deadline, slow_at, armed_at, length = _FRAME.unpack_from(peer.buffer)
             end = _FRAME.size + length
             if len(peer.buffer) < end:
                 return
             payload = peer.buffer[_FRAME.size : end].decode()
             peer.buffer = peer.buffer[end:]
-            if not self._accept_frame(peer, kind, deadline, slow_at, payload):
+            if not self._accept_frame(peer, kind, (deadline, slow_at, armed_at), payload):
                 self._drop(peer)
                 return
 
     def _accept_frame(
-        self, peer: _Peer, kind: bytes, deadline: float, slow_at: float, payload: str
+        self, peer: _Peer, kind: bytes, times: tuple[float, float, float], payload: str
     ) -> bool:
         if kind == _HELLO:
             pid_text, _, created_text = payload.partition(",")
@@ -211,8 +216,9 @@ class SocketRequestQueue(RequestQueue):
             return credentials is None or credentials[1] == peer.pid
         if peer.pid is None or kind not in (_ARM, _RELEASE):
             return False
+        deadline, slow_at, armed_at = times
         expiration = deadline if kind == _ARM else -1.0
         self._ready.append(
-            ScopeRequest(peer.pid, payload, expiration, peer.created, slow_at or None)
+            ScopeRequest(peer.pid, payload, expiration, peer.created, slow_at or None, armed_at)
         )
         return True

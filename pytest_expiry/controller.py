@@ -33,7 +33,9 @@ class ExpiryController:
             # the watchdog writes SLOW notices to the real terminal, not to a capture file
             quiet = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
             with quiet:
-                self.watchdog = WatchdogProcess.launch(self._settings.grace, self.signals)
+                self.watchdog = WatchdogProcess.launch(
+                    self._settings.grace, self.signals, self._settings.report
+                )
         return self.watchdog.socket_path, self.watchdog.stacks_directory, self.signals
 
     def pytest_report_header(self) -> list[str]:

@@ -66,7 +66,9 @@ class Escalation:
         self._answer.set()
 
     def start(self) -> None:
-        threading.Thread(target=self.run, name=f"expiry-{self.request.worker_id}").start()
+        # not a daemon: the watchdog must finish reporting even when its session just died
+        name = f"expiry-{self.request.worker_id}"
+        threading.Thread(target=self.run, name=name, daemon=False).start()
 
     def run(self) -> None:
         worker = procs.identify(int(self.request.worker_id), self.request.worker_started)
@@ -91,7 +93,9 @@ class Escalation:
         ending = procs.end_processes(tree, self._settings.grace)
         waited = clock() - interrupted_at
         hard_killed = not self._answer.wait(max(0.0, self._settings.grace - waited))
+        killed_at = None
         if hard_killed:
+            killed_at = clock()
             late = procs.end_processes([worker, *procs.tree_of(worker)], grace=0)
             for pid, names in late.signals.items():
                 ending.signals.setdefault(pid, []).extend(names)
@@ -102,8 +106,10 @@ class Escalation:
             "event": "expired",
             "nodeid": self.request.scope_id,
             "pid": worker.pid,
+            "armed_at": getattr(self.request, "armed_at", None),
             "deadline_at": self.request.expiration_time,
             "expired_at": expired_at,
+            "killed_at": killed_at,
             "stacks_seconds": round(interrupted_at - expired_at, 4),
             "processes": records,
             "survivors": ending.survivors,

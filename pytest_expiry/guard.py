@@ -74,9 +74,8 @@ class Guard:
         try:
             if arm:
                 slow_at = scope.armed_at + self._slow_fraction * scope.seconds
-                self._channel.arm(
-                    scope.nodeid, scope.deadline, slow_at if self._slow_fraction else 0
-                )
+                slow_at = slow_at if self._slow_fraction and slow_at > clock() else 0
+                self._channel.arm(scope.nodeid, scope.deadline, slow_at, scope.armed_at)
             else:
                 self._channel.release(scope.nodeid)
         except ChannelError as error:

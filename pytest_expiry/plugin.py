@@ -25,10 +25,10 @@ from pytest_expiry.settings import (
     timeout_compat_possible,
 )
 from pytest_expiry.signals import ExpirySignals, default_signals, parse_signals
+from pytest_expiry.xdist_bridge import WORKER_KEY, XdistBridge, isolate_with_one_worker
 
 _CONTROLLER = "expiry-controller"
 _RUNNER = "expiry-runner"
-_WORKER_KEY = "expiry_watchdog"
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -63,6 +63,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--expiry-report", metavar="PATH", help="write every expiry event to PATH as JSON."
     )
+    group.addoption(
+        "--expiry-isolate", action="store_true", default=False,
+        help="run the tests in a pytest-xdist worker, so that a test that has to be killed "
+        "(C code holding the GIL, a swallowed Expired) fails and the session carries on.",
+    )  # fmt: skip
     group.addoption(
         "--expiry-no-timeout-compat", dest="expiry_timeout_compat", action="store_false",
         default=None,
@@ -108,6 +113,13 @@ def _signals() -> ExpirySignals:
         raise pytest.UsageError(f"environment variable PYTEST_EXPIRY_SIGNALS: {error}") from None
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config: pytest.Config) -> Any:
+    if config.getoption("expiry_isolate") and not hasattr(config, "workerinput"):
+        isolate_with_one_worker(config)
+    return (yield)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     settings = Settings.from_config(config)
@@ -119,7 +131,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     if workerinput is not None:
-        address = workerinput.get(_WORKER_KEY)
+        address = workerinput.get(WORKER_KEY)
         if address is not None:
             socket_path, stacks, signal_text = address
             fixed = (socket_path, stacks, parse_signals(signal_text))
@@ -128,22 +140,10 @@ def pytest_configure(config: pytest.Config) -> None:
     controller = ExpiryController(config, settings, _signals())
     config.pluginmanager.register(controller, _CONTROLLER)
     if getattr(config.option, "dist", "no") != "no" and not config.option.collectonly:
-        config.pluginmanager.register(_XdistBridge(controller), "expiry-xdist")
+        config.pluginmanager.register(XdistBridge(controller), "expiry-xdist")
     else:
         runner = ExpiryRunner(config, settings, controller.watchdog_address)
         config.pluginmanager.register(runner, _RUNNER)
-
-
-class _XdistBridge:
-    """Tells each xdist worker where the controller's watchdog is."""
-
-    def __init__(self, controller: ExpiryController) -> None:
-        self._controller = controller
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_configure_node(self, node: Any) -> None:
-        socket_path, stacks, signals = self._controller.watchdog_address()
-        node.workerinput[_WORKER_KEY] = (socket_path, stacks, signals.encode())
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -12,11 +12,12 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
+if TYPE_CHECKING:  # the watchdog process uses this module without importing pytest
+    import pytest
 
-__all__ = ["ExpiryLog", "describe_expiry", "expiry_record"]
+__all__ = ["ExpiryLog", "describe_expiry", "expiry_record", "hard_kill_record"]
 
 
 def _command(cmdline: list[str]) -> str:
@@ -43,12 +44,30 @@ def expiry_record(
     }
 
 
+def hard_kill_record(event: dict[str, Any]) -> dict[str, Any]:
+    """The record of a test whose process had to be killed: it never reported itself, so
+    its deadline and elapsed time come from the watchdog's clock."""
+    armed_at = event.get("armed_at") or event["deadline_at"]
+    ended_at = event.get("killed_at") or event["expired_at"]
+    seconds = round(event["deadline_at"] - armed_at, 4)
+    return expiry_record(event["nodeid"], "unknown", seconds, ended_at - armed_at, event)
+
+
+HARD_KILL_ADVICE = (
+    "it did not stop when interrupted (C code holding the GIL, or code that swallows the "
+    "Expired exception), so the watchdog killed its process"
+)
+
+
 def describe_expiry(record: dict[str, Any]) -> str:
     """The text of the failure's expiry section: processes, signals, then every stack."""
+    where = f" in {record['phase']}" if record["phase"] != "unknown" else ""
     lines = [
-        f"{record['nodeid']} expired in {record['phase']} after {record['elapsed']:.2f} s "
+        f"{record['nodeid']} expired{where} after {record['elapsed']:.2f} s "
         f"(deadline {record['deadline']:g} s)"
     ]
+    if record["event"] == "hard_killed":
+        lines.append(HARD_KILL_ADVICE)
     if not record["processes"]:
         lines.append("the watchdog's account did not arrive: no stacks or process list")
     stacks, signals = record["stacks"], record["signals"]
@@ -87,8 +106,9 @@ class ExpiryLog:
         for record in self.of_kind("expired", "hard_killed"):
             killed = len(record["signals"])
             how = "HARD-KILLED" if record["event"] == "hard_killed" else "EXPIRED"
+            where = f" in {record['phase']}" if record["phase"] != "unknown" else ""
             lines.append(
-                f"{how} {record['nodeid']} in {record['phase']} after {record['elapsed']:.2f} s "
+                f"{how} {record['nodeid']}{where} after {record['elapsed']:.2f} s "
                 f"(deadline {record['deadline']:g} s); processes signalled: {killed}"
             )
         for record in self.of_kind("slow"):

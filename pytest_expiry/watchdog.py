@@ -23,6 +23,7 @@ from typing import Any
 
 from pytest_expiry.channel import ALL_SCOPES, ScopeRequest, SocketRequestQueue
 from pytest_expiry.escalation import Escalation, LadderSettings
+from pytest_expiry.report import ExpiryLog, describe_expiry, hard_kill_record
 from pytest_expiry.signals import ExpirySignals, parse_signals
 from pytest_expiry.timer.api import TimerRequest, TimerServer, clock
 
@@ -37,11 +38,17 @@ class ExpiryServer(TimerServer):
     notice is written to the terminal when a scope passes its ``slow_at``."""
 
     def __init__(
-        self, request_queue: SocketRequestQueue, settings: LadderSettings, directory: str
+        self,
+        request_queue: SocketRequestQueue,
+        settings: LadderSettings,
+        directory: str,
+        report_path: str | None = None,
     ) -> None:
         super().__init__(request_queue, max_interval=60.0, daemon=True)
         self._queue = request_queue
         self._settings = settings
+        self._session_pid = os.getppid()
+        self._report_path = report_path
         self._events_path = os.path.join(directory, EVENTS_FILE)
         self._events_lock = threading.Lock()
         self._timers: dict[_Key, TimerRequest] = {}
@@ -104,13 +111,22 @@ class ExpiryServer(TimerServer):
     def _deliver(self, pid: int, event: dict[str, Any]) -> bool:
         with self._events_lock, open(self._events_path, "a") as events:
             events.write(json.dumps(event) + "\n")
-        if event["hard_killed"]:
-            sys.stderr.write(
-                f"\npytest-expiry: {event['nodeid']} did not stop when interrupted; "
-                f"its process {pid} was killed (SIGKILL)\n"
-            )
-            sys.stderr.flush()
+        if event["hard_killed"] and pid == self._session_pid:
+            self._report_lost_session(event)
         return self._queue.send_event(pid, event)
+
+    def _report_lost_session(self, event: dict[str, Any]) -> None:
+        """The pytest process itself had to be killed: nobody else is left to tell."""
+        record = hard_kill_record(event)
+        sys.stderr.write(
+            f"\n{'=' * 30} pytest-expiry: session killed {'=' * 30}\n"
+            f"{describe_expiry(record)}\n\n"
+            f"The session ended here (exit status 137: SIGKILL). Run with --expiry-isolate "
+            f"(pytest-xdist) to have such a test fail and the session carry on.\n"
+        )
+        sys.stderr.flush()
+        if self._report_path:
+            ExpiryLog([record]).write_json(self._report_path, exit_status=137)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,11 +136,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--directory", required=True)
     parser.add_argument("--grace", type=float, required=True)
     parser.add_argument("--signals", type=parse_signals, required=True)
+    parser.add_argument("--report")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     listener = socket.socket(fileno=args.listen_fd)
     settings = LadderSettings(args.grace, args.signals, os.path.join(args.directory, "stacks"))
-    server = ExpiryServer(SocketRequestQueue(listener), settings, args.directory)
+    server = ExpiryServer(SocketRequestQueue(listener), settings, args.directory, args.report)
     server.start()
     sys.stdin.buffer.read()
     server.stop()
@@ -146,7 +163,9 @@ class WatchdogProcess:
         return os.path.join(self.directory, "stacks")
 
     @classmethod
-    def launch(cls, grace: float, signals: ExpirySignals) -> WatchdogProcess:
+    def launch(
+        cls, grace: float, signals: ExpirySignals, report: str | None = None
+    ) -> WatchdogProcess:
         """Start a watchdog with a fresh private directory (mode 0700) and socket."""
         base = None if len(tempfile.gettempdir()) < 60 else "/tmp"
         directory = tempfile.mkdtemp(prefix="pytest-expiry-", dir=base)
@@ -159,7 +178,7 @@ class WatchdogProcess:
                 sys.executable, "-m", "pytest_expiry.watchdog",
                 "--listen-fd", str(listener.fileno()), "--directory", directory,
                 "--grace", repr(grace), "--signals", signals.encode(),
-            ]  # fmt: skip
+            ] + (["--report", os.path.abspath(report)] if report else [])  # fmt: skip
             process = subprocess.Popen(
                 command, stdin=subprocess.PIPE, pass_fds=[listener.fileno()],
                 start_new_session=True,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -148,3 +149,15 @@ def serve() -> Iterator[Callable[[api.TimerServer], Any]]:
     yield start
     for server in reversed(started):
         server.stop()
+
+
+@pytest.fixture
+def stranger() -> Iterator[subprocess.Popen[bytes]]:
+    """A live process (``sleep 30``) that never armed a timer."""
+    process = subprocess.Popen(["sleep", "30"])
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(GRACE)

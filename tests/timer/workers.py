@@ -32,20 +32,22 @@ def finish_then_linger(queue: Any, after: float, linger: float) -> None:
     time.sleep(linger)
 
 
-def overrun_reporting_deadline(queue: Any, after: float, deadline: Any, outer: float) -> None:
-    """Overrun a scope of ``after`` seconds nested in one of ``outer`` seconds.
+def overrun_reporting_deadline(queue: Any, after: float, deadline: Any, go: Any = None) -> None:
+    """Overrun a scope of ``after`` seconds; report its deadline in ``deadline.value``.
 
-    ``deadline.value`` gets ``clock() + after`` read just before entering the inner scope:
-    a lower bound of the deadline ``expires`` arms, so latencies measured from it are
-    upper bounds. With ``outer <= 0`` there is no outer scope.
+    The reported deadline is ``clock() + after`` read just before entering the scope: a
+    lower bound of the deadline ``expires`` arms, so a latency measured from it is an upper
+    bound. With an event ``go``, the scope is entered inside an outer scope of ``HANG``
+    seconds, once the parent has set ``go`` (after seeing the outer scope armed).
     """
     configure(LocalTimerClient(queue))
-    if outer > 0:
-        with expires(after=outer):
-            deadline.value = clock() + after
-            with expires(after=after):
-                time.sleep(HANG)
-    else:
+    if go is None:
+        deadline.value = clock() + after
+        with expires(after=after):
+            time.sleep(HANG)
+        return
+    with expires(after=HANG):
+        go.wait(HANG)
         deadline.value = clock() + after
         with expires(after=after):
             time.sleep(HANG)
@@ -77,3 +79,9 @@ def arm_and_release(client: TimerClient, scope: str, expiration_time: float) -> 
     """Use a client built by the parent (inherited through fork or pickled for spawn)."""
     client.acquire(scope, expiration_time)
     client.release(scope)
+
+
+def put_all(queue: Any, items: list[Any]) -> None:
+    """Put ``items`` and exit; exiting waits until all of them are written to the pipe."""
+    for item in items:
+        queue.put(item)

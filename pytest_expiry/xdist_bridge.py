@@ -1,0 +1,86 @@
+"""pytest-xdist: one watchdog for the controller and every worker, and hard kills that
+become expiry failures instead of "worker crashed".
+
+When a worker's test cannot be interrupted, the watchdog kills the worker and its whole
+process tree (so no forked child keeps the worker's execnet pipes open and the controller
+sees the worker die). xdist then reports the test as crashed; :meth:`pytest_handlecrashitem`
+rewrites that report from the watchdog's event: an ``Expired`` failure (JUnit ``<failure>``)
+with the stacks and the real elapsed time. With ``--dist loadscope/loadfile`` the rest of the
+test's group goes back to the queue; the test itself is marked done so that it is not run
+again on the replacement worker.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from pytest_expiry.controller import ExpiryController
+from pytest_expiry.report import describe_expiry, hard_kill_record
+
+__all__ = ["WORKER_KEY", "XdistBridge", "isolate_with_one_worker"]
+
+WORKER_KEY = "expiry_watchdog"
+_EVENT_WAIT = 3.0
+
+
+def isolate_with_one_worker(config: pytest.Config) -> None:
+    """``--expiry-isolate``: run the tests in one xdist worker, so that a test that must be
+    killed takes only the worker with it."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        raise pytest.UsageError(
+            "--expiry-isolate runs tests in a pytest-xdist worker, but pytest-xdist is not "
+            "installed: pip install 'pytest-expiry[xdist]' (or drop --expiry-isolate)"
+        )
+    if not getattr(config.option, "numprocesses", None):
+        config.option.numprocesses = 1
+
+
+def _mark_done(sched: Any, nodeid: str) -> None:
+    """Keep loadscope/loadfile from queueing the killed test again (load never does)."""
+    for work_unit in getattr(sched, "workqueue", {}).values():
+        if nodeid in work_unit:
+            work_unit[nodeid] = True
+
+
+class XdistBridge:
+    """Controller-side hooks: tell workers where the watchdog is; explain their deaths."""
+
+    def __init__(self, controller: ExpiryController) -> None:
+        self._controller = controller
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        socket_path, stacks, signals = self._controller.watchdog_address()
+        node.workerinput[WORKER_KEY] = (socket_path, stacks, signals.encode())
+
+    def _hard_kill_event(self, nodeid: str) -> dict[str, Any] | None:
+        watchdog = self._controller.watchdog
+        end = time.monotonic() + _EVENT_WAIT
+        while watchdog is not None and time.monotonic() < end:
+            for event in watchdog.events():
+                if event["nodeid"] == nodeid and event["hard_killed"]:
+                    return event
+            time.sleep(0.02)
+        return None
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
+        event = self._hard_kill_event(crashitem)
+        if event is None:
+            return  # a crash of its own: xdist's report stands
+        record = hard_kill_record(event)
+        worker = getattr(getattr(report, "node", None), "gateway", None)
+        name = getattr(worker, "id", "?")
+        report.longrepr = (
+            f"pytest_expiry.Expired: {crashitem} expired after {record['elapsed']:.2f} s "
+            f"(deadline {record['deadline']:g} s); worker {name} was killed\n\n"
+            + describe_expiry(record)
+        )
+        report.when = "call"  # a failure of the test, not an error of xdist's
+        report.duration = record["elapsed"]
+        report.expiry = [record]  # type: ignore[attr-defined]
+        report.user_properties.append(("expiry", f"hard-killed after {record['elapsed']:.2f} s"))
+        _mark_done(sched, crashitem)

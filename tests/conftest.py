@@ -75,7 +75,12 @@ def run_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> It
     directory and checks, after the test, that none of its processes are left."""
     tag = uuid.uuid4().hex
     monkeypatch.setenv(TAG, tag)
-    for variable in ("PYTEST_EXPIRY", "PYTEST_TIMEOUT", "PYTEST_ADDOPTS", "PYTEST_XDIST_AUTO_NUM_WORKERS"):
+    for variable in (
+        "PYTEST_EXPIRY",
+        "PYTEST_TIMEOUT",
+        "PYTEST_ADDOPTS",
+        "PYTEST_XDIST_AUTO_NUM_WORKERS",
+    ):
         monkeypatch.delenv(variable, raising=False)
 
     def run(*args: str, junit: bool = True, timeout: float = 120) -> Run:

@@ -1,0 +1,104 @@
+"""Tests that cannot be interrupted: C code holding the GIL, or code swallowing ``Expired``.
+
+The watchdog gathers their stacks (faulthandler answers even with the GIL held), waits the
+grace period for the test process to stop, then SIGKILLs it with everything it started.
+Under pytest-xdist the worker is replaced and the test is reported as an expiry failure;
+without xdist the session ends, and the watchdog tells the user what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+UNINTERRUPTIBLE = """
+    import multiprocessing
+    import time
+
+    def test_first():
+        pass
+
+    def test_holds_the_gil():
+        sum(range(10**15))
+
+    def test_swallows_expired():
+        while True:
+            try:
+                time.sleep(10)
+            except BaseException:
+                pass
+
+    def _sleep():
+        time.sleep(3600)
+
+    def test_forks_then_holds_the_gil():
+        child = multiprocessing.get_context("fork").Process(target=_sleep)
+        child.start()
+        sum(range(10**15))
+
+    def test_last():
+        pass
+"""
+HUNG = ("test_holds_the_gil", "test_swallows_expired", "test_forks_then_holds_the_gil")
+DEADLINE, GRACE = 0.5, 0.5
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        ["-n", "2"],
+        ["-n", "2", "--dist", "loadfile"],
+        ["-n", "2", "--dist", "loadscope"],
+        ["--expiry-isolate"],
+    ],
+    ids=["load", "loadfile", "loadscope", "isolate"],
+)
+def test_under_xdist_a_killed_test_fails_as_expired_once_and_the_session_goes_on(
+    pytester, run_pytest, mode
+):
+    pytester.makepyfile(UNINTERRUPTIBLE)
+    report = pytester.path / "expiry.json"
+    run = run_pytest(
+        f"--expiry={DEADLINE}", f"--expiry-grace={GRACE}", f"--expiry-report={report}", *mode
+    )
+    run.result.assert_outcomes(failed=3, passed=2)  # a killed test is never run again
+    assert "maximum crashed workers reached" not in run.output
+    for name in HUNG:
+        case = run.testcase(name)
+        failure = case.find("failure")
+        assert failure is not None, f"{name} is not a <failure>"
+        assert "expired" in failure.get("message", "")
+        assert f"in {name}" in (failure.text or ""), "the hung frame is in the failure text"
+        assert DEADLINE <= float(case.get("time")) < DEADLINE + GRACE + 1.0
+    events = json.loads(report.read_text())["events"]
+    assert sorted(e["nodeid"].split("::")[1] for e in events) == sorted(HUNG)
+    assert {e["event"] for e in events} == {"hard_killed"}
+    assert all(e["stacks"] for e in events)
+
+
+def test_without_xdist_the_session_ends_and_the_watchdog_says_where_it_hung(pytester, run_pytest):
+    pytester.makepyfile(UNINTERRUPTIBLE)
+    report = pytester.path / "expiry.json"
+    run = run_pytest(
+        f"--expiry={DEADLINE}", f"--expiry-grace={GRACE}", f"--expiry-report={report}",
+        "-k", "first or gil",
+    )  # fmt: skip
+    assert run.result.ret == -signal.SIGKILL
+    assert "pytest-expiry: session killed" in run.output
+    assert "in test_holds_the_gil" in run.output
+    assert "--expiry-isolate" in run.output
+    document = json.loads(report.read_text())
+    assert document["exit_status"] == 137
+    [event] = document["events"]
+    assert event["event"] == "hard_killed"
+    assert event["nodeid"].endswith("::test_holds_the_gil")
+    assert "SIGKILL" in next(iter(event["signals"].values()))
+
+
+def test_expiry_isolate_without_xdist_is_a_usage_error(pytester, run_pytest):
+    pytester.makepyfile("def test_ok(): pass")
+    run = run_pytest("--expiry=1", "--expiry-isolate", "-p", "no:xdist", junit=False)
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "pytest-xdist is not installed" in run.output

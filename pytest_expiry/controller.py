@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from pytest_expiry.exitguard import bound_exit
 from pytest_expiry.report import ExpiryLog
 from pytest_expiry.settings import Settings
 from pytest_expiry.signals import ExpirySignals
@@ -24,6 +25,7 @@ class ExpiryController:
         self.signals = signals
         self.watchdog: WatchdogProcess | None = None
         self.log = ExpiryLog()
+        self.exit_status = 0
 
     def watchdog_address(self) -> tuple[str, str, ExpirySignals]:
         """Start the watchdog if it is not running; return its socket, stacks directory and
@@ -53,6 +55,10 @@ class ExpiryController:
         if getattr(report, "expiry", None):
             self.log.add_report(report)
 
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if getattr(report, "expiry", None):
+            self.log.add_report(report)
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         lines = self.log.summary_lines()
         if lines:
@@ -61,6 +67,7 @@ class ExpiryController:
                 terminalreporter.write_line(line)
 
     def pytest_sessionfinish(self, exitstatus: int) -> None:
+        self.exit_status = int(exitstatus)
         if self._settings.report:
             self.log.write_json(self._settings.report, int(exitstatus))
 
@@ -68,3 +75,5 @@ class ExpiryController:
         if self.watchdog is not None:
             self.watchdog.stop()
             self.watchdog = None
+        if self._settings.exit:
+            bound_exit(self._settings.exit, self.exit_status)

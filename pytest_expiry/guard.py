@@ -125,6 +125,7 @@ class Guard:
         return None
 
     def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
+        __tracebackhide__ = True  # the failure points at the test's line, not at ours
         scope = self.scope
         if scope is None or scope.expired_in is not None or clock() < scope.deadline:
             return  # a late signal for a scope that has already ended

@@ -61,6 +61,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="deadlines cover the test function only, not its fixtures' setup and teardown.",
     )  # fmt: skip
     group.addoption(
+        "--expiry-collect", type=seconds, metavar="SECONDS",
+        help="deadline for importing each test module (default: the test deadline); a module "
+        "that hangs at import becomes a collection error.",
+    )  # fmt: skip
+    group.addoption(
+        "--expiry-exit", type=seconds, metavar="SECONDS",
+        help="after the session, how long the interpreter may take to exit before what blocks "
+        "it is reported and it exits with the session's status (default 10 when a deadline "
+        "is set; 0 disables).",
+    )  # fmt: skip
+    group.addoption(
         "--expiry-report", metavar="PATH", help="write every expiry event to PATH as JSON."
     )
     group.addoption(
@@ -81,6 +92,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ("expiry_slow", "fraction of the deadline after which a test is SLOW (default 0.5)"),
         ("expiry_func_only", "true: deadlines cover the test function only"),
         ("expiry_report", "path of the JSON report"),
+        ("expiry_collect", "deadline for importing each test module (default: expiry)"),
+        ("expiry_exit", "seconds the interpreter may take to exit after the session"),
         ("expiry_timeout_compat", "false: ignore pytest-timeout's marker and settings"),
     ]:
         parser.addini(name, help_text, default="")

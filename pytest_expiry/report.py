@@ -94,7 +94,7 @@ class ExpiryLog:
 
     records: list[dict[str, Any]] = field(default_factory=list)
 
-    def add_report(self, report: pytest.TestReport) -> None:
+    def add_report(self, report: pytest.TestReport | pytest.CollectReport) -> None:
         for record in getattr(report, "expiry", None) or []:
             self.records.append(record)
 

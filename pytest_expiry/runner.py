@@ -110,6 +110,13 @@ class ExpiryRunner:
             self._note_if_slow(scope, report)
         return report
 
+    def _account(self, guard: Guard, scope: ActiveScope, phase: str) -> dict[str, Any]:
+        """Answer the watchdog (re-arming bounds what is left of the test) and merge its
+        account of the expiry into one record."""
+        guard.rearm(scope.seconds)
+        event = guard.await_event(scope.nodeid, self._settings.grace + _EVENT_MARGIN)
+        return expiry_record(scope.nodeid, phase, scope.seconds, scope.expired_after, event)
+
     def _complete_expiry(
         self,
         guard: Guard,
@@ -118,26 +125,39 @@ class ExpiryRunner:
         report: pytest.TestReport,
         func_only: bool,
     ) -> None:
-        elapsed = scope.expired_after
-        guard.rearm(scope.seconds)  # tells the watchdog we are alive, and bounds what is left
-        event = guard.await_event(scope.nodeid, self._settings.grace + _EVENT_MARGIN)
+        record = self._account(guard, scope, call.when)
         if call.when == "call" and func_only:
             guard.release()  # a func_only scope covers the call alone
-        record = expiry_record(scope.nodeid, call.when, scope.seconds, elapsed, event)
         if call.excinfo is None or not call.excinfo.errisinstance(Expired):
             report.outcome = "failed"
             report.longrepr = (
-                f"{scope.nodeid} expired in {call.when} after {elapsed:.2f} s "
+                f"{scope.nodeid} expired in {call.when} after {record['elapsed']:.2f} s "
                 f"(deadline {scope.seconds:g} s), and the test swallowed the Expired exception"
             )
-        text = describe_expiry(record)
-        add_section = getattr(report.longrepr, "addsection", None)
-        if add_section is not None:
-            add_section("expiry", text)
-        else:
-            report.sections.append(("expiry", text))
-        report.expiry = [record]  # type: ignore[attr-defined]
-        report.user_properties.append(("expiry", f"expired in {call.when} after {elapsed:.2f} s"))
+        _attach(report, record)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_make_collect_report(
+        self, collector: pytest.Collector
+    ) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+        """A module that hangs at import becomes a collection error with the stacks."""
+        seconds = self._settings.collect
+        if not seconds or not isinstance(collector, pytest.Module) or self.unavailable:
+            return (yield)
+        guard = self.guard or self._start_guard()
+        if guard is None:
+            return (yield)
+        scope = guard.arm(collector.nodeid, seconds)
+        try:
+            report = yield
+        finally:
+            if scope.expired_in is None:
+                guard.release()
+        if scope.expired_in is not None:
+            record = self._account(guard, scope, "collect")
+            guard.release()
+            _attach(report, record)
+        return report
 
     def _note_if_slow(self, scope: ActiveScope, report: pytest.TestReport) -> None:
         elapsed = clock() - scope.armed_at
@@ -187,3 +207,17 @@ class _FuncOnlyScopes:
         finally:
             if guard.scope is not None and guard.scope.expired_in is None:
                 guard.release()
+
+
+def _attach(report: pytest.TestReport | pytest.CollectReport, record: dict[str, Any]) -> None:
+    """Put an expiry on a report: a section of the failure, a JUnit property, and the
+    record itself (``report.expiry``), which travels to the xdist controller."""
+    text = describe_expiry(record)
+    add_section = getattr(report.longrepr, "addsection", None)
+    if add_section is not None:
+        add_section("expiry", text)
+    else:
+        report.sections.append(("expiry", text))
+    report.expiry = [record]  # type: ignore[union-attr]
+    summary = f"expired in {record['phase']} after {record['elapsed']:.2f} s"
+    getattr(report, "user_properties", []).append(("expiry", summary))

@@ -79,18 +79,24 @@ class Settings:
     slow: float
     report: str | None
     timeout_compat: bool
+    collect: float
+    exit: float
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
         compat = timeout_compat_possible() and _flag(config, "expiry_timeout_compat", True)
+        default = _default_seconds(config, compat)
+        scale = _value(config, "expiry_scale", positive, 1.0)
         return cls(
-            default=_default_seconds(config, compat),
+            default=default,
             grace=_value(config, "expiry_grace", seconds, 2.0),
-            scale=_value(config, "expiry_scale", positive, 1.0),
+            scale=scale,
             func_only=_flag(config, "expiry_func_only", False),
             slow=_value(config, "expiry_slow", fraction, 0.5),
             report=config.getoption("expiry_report") or config.getini("expiry_report") or None,
             timeout_compat=compat,
+            collect=_value(config, "expiry_collect", seconds, default) * scale,
+            exit=_value(config, "expiry_exit", seconds, 10.0 if default else 0.0) * scale,
         )
 
 

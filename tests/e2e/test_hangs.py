@@ -277,6 +277,7 @@ HANG_IDS = [hang.test for hang in HANGS]
 HANG_BY_NAME = {hang.test: hang for hang in HANGS}
 
 MODES = {"plain": (), "xdist": ("-n", "2")}
+QUIET = ("-p", "no:hypothesispytest")  # it imports hypothesis at the summary: 1.5 s per process
 
 
 @dataclass
@@ -331,7 +332,7 @@ def session(request: pytest.FixtureRequest, pytester: pytest.Pytester, run_pytes
     mode = request.param
     if mode not in _SESSIONS:
         pytester.makepyfile(test_inner=INNER)
-        run = run_pytest(f"--expiry={DEADLINE}", f"--expiry-grace={GRACE}", *MODES[mode])
+        run = run_pytest(f"--expiry={DEADLINE}", f"--expiry-grace={GRACE}", *QUIET, *MODES[mode])
         _SESSIONS[mode] = Session(run, _left_running())
     return _SESSIONS[mode]
 

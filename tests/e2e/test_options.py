@@ -12,7 +12,6 @@ and well inside the one it gets.
 from __future__ import annotations
 
 import re
-import textwrap
 
 import pytest
 
@@ -397,7 +396,8 @@ def test_expiry_slow_zero_turns_slow_notices_off(pytester, run_pytest):
     write_test(pytester, 0.6)
     run = run_pytest("--expiry=1", "--expiry-slow=0")
     run.result.assert_outcomes(passed=1)
-    assert "SLOW" not in run.output
+    assert "pytest-expiry: SLOW" not in run.output
+    assert not re.search(r"^SLOW ", run.output, re.MULTILINE)
 
 
 # --- bad input --------------------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""Hangs outside a test's own phases: importing a test module, and the interpreter's exit."""
+
+from __future__ import annotations
+
+import pytest
+
+HANGS_AT_IMPORT = """
+    import time
+    time.sleep(3600)
+
+    def test_never_collected():
+        pass
+"""
+
+
+@pytest.mark.parametrize("mode", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_a_module_that_hangs_at_import_becomes_a_collection_error_with_its_stack(
+    pytester, run_pytest, mode
+):
+    pytester.makepyfile(test_a_hangs=HANGS_AT_IMPORT, test_b_fine="def test_fine(): pass")
+    run = run_pytest("--expiry=5", "--expiry-collect=0.5", "--continue-on-collection-errors", *mode)
+    outcomes = run.result.parseoutcomes()
+    assert outcomes["passed"] == 1
+    assert outcomes["errors"] == (2 if mode else 1)  # each xdist worker collects every module
+    assert "ERROR test_a_hangs.py - pytest_expiry.Expired" in run.output
+    assert "expired in collect" in run.output
+    assert 'test_a_hangs.py", line 2 in <module>' in run.output  # the hung line, from its stack
+    assert run.seconds < 30
+
+
+def test_without_continue_on_collection_errors_the_run_stops_as_pytest_does(pytester, run_pytest):
+    pytester.makepyfile(test_a_hangs=HANGS_AT_IMPORT, test_b_fine="def test_fine(): pass")
+    run = run_pytest("--expiry=0.5")
+    assert run.result.ret == pytest.ExitCode.INTERRUPTED
+    assert "expired in collect" in run.output
+
+
+STUCK_AT_EXIT = """
+    import threading
+    import time
+
+    def test_leaves_a_non_daemon_thread_behind():
+        threading.Thread(target=time.sleep, args=(3600,), name="stuck").start()
+
+    def test_fails():
+        assert False
+"""
+
+
+def test_an_interpreter_that_cannot_exit_reports_why_and_exits_with_the_session_status(
+    pytester, run_pytest
+):
+    pytester.makepyfile(STUCK_AT_EXIT)
+    run = run_pytest("--expiry=5", "--expiry-exit=0.5")
+    assert run.result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "the interpreter has not exited" in run.output
+    assert "in _shutdown" in run.output  # the main thread's stack: waiting for the thread
+    assert run.seconds < 20
+
+
+def test_exit_is_not_bounded_when_disabled_and_a_clean_exit_is_untouched(pytester, run_pytest):
+    pytester.makepyfile("def test_ok(): pass")
+    run = run_pytest("--expiry=5", "--expiry-exit=0.3")
+    assert run.result.ret == pytest.ExitCode.OK
+    assert "has not exited" not in run.output

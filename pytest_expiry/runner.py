@@ -54,7 +54,7 @@ class ExpiryRunner:
             socket_path, stacks_directory, signals = self._connect()
             guard = Guard(ChannelClient(socket_path), signals.interrupt, self._settings.slow)
         except (ChannelError, OSError) as error:
-            self.unavailable = f"tests run without deadlines: {error}"
+            self.unavailable = str(error)
             return None
         os.environ[stackhook.ENV_STACKS] = f"{signals.stacks}:{stacks_directory}"
         stackhook.install(signals.stacks, stacks_directory)
@@ -174,7 +174,10 @@ class ExpiryRunner:
             self._warned = True
             reporter: Any = self._config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
-                reporter.write_line(f"pytest-expiry: WARNING {problem}", yellow=True)
+                reporter.write_line(
+                    f"pytest-expiry: WARNING {problem}; tests from here on run without deadlines",
+                    yellow=True,
+                )
 
     def pytest_enter_pdb(self) -> None:
         if self.guard is not None:

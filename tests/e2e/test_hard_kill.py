@@ -102,3 +102,28 @@ def test_expiry_isolate_without_xdist_is_a_usage_error(pytester, run_pytest):
     run = run_pytest("--expiry=1", "--expiry-isolate", "-p", "no:xdist", junit=False)
     assert run.result.ret == pytest.ExitCode.USAGE_ERROR
     assert "pytest-xdist is not installed" in run.output
+
+
+def test_a_dead_watchdog_is_reported_once_and_the_session_carries_on(pytester, run_pytest):
+    pytester.makepyfile(
+        """
+        import psutil
+
+        def test_kills_the_watchdog():
+            for child in psutil.Process().children():
+                if "pytest_expiry.watchdog" in " ".join(child.cmdline()):
+                    child.kill()
+                    child.wait()
+
+        def test_a():
+            pass
+
+        def test_b():
+            pass
+        """
+    )
+    run = run_pytest("--expiry=5")
+    run.result.assert_outcomes(passed=3)
+    assert run.output.count("the expiry watchdog went away") == 1
+    assert "tests from here on run without deadlines" in run.output
+    assert "INTERNALERROR" not in run.output

@@ -67,10 +67,13 @@ class MultiprocessingRequestQueue(RequestQueue):
         self._wake_reader, self._wake_writer = connection.Pipe(duplex=False)
 
     def size(self) -> int:
-        try:
-            return int(self._mp_queue.qsize())
-        except NotImplementedError:
-            return 0 if self._mp_queue.empty() else 1
+        qsize = getattr(self._mp_queue, "qsize", None)  # SimpleQueue has none
+        if qsize is not None:
+            try:
+                return int(qsize())
+            except NotImplementedError:  # macOS
+                pass
+        return 0 if self._mp_queue.empty() else 1
 
     def wake(self) -> None:
         self._wake_writer.send_bytes(b"")
@@ -80,12 +83,17 @@ class MultiprocessingRequestQueue(RequestQueue):
         if first is None:
             return []
         requests = [first]
-        while len(requests) < size:
-            try:
-                requests.append(self._mp_queue.get(block=False))
-            except queue.Empty:
-                break
+        while len(requests) < size and (request := self._next_waiting()) is not None:
+            requests.append(request)
         return requests
+
+    def _next_waiting(self) -> TimerRequest | None:
+        if self._reader is not None:
+            return self._mp_queue.get() if self._reader.poll() else None
+        try:
+            return self._mp_queue.get(block=False)  # type: ignore[no-any-return]
+        except queue.Empty:
+            return None
 
     def _first(self, timeout: float) -> TimerRequest | None:
         if self._reader is None:
@@ -99,10 +107,7 @@ class MultiprocessingRequestQueue(RequestQueue):
                 self._wake_reader.recv_bytes()
         if self._reader not in ready:
             return None
-        try:
-            return self._mp_queue.get(block=True, timeout=timeout)  # type: ignore[no-any-return]
-        except queue.Empty:
-            return None
+        return self._mp_queue.get()  # type: ignore[no-any-return]
 
 
 class LocalTimerServer(TimerServer):

@@ -141,11 +141,6 @@ def test_a_thread_queue_works_with_its_own_timeout() -> None:
     assert 0.1 <= clock() - start < 0.1 + SLACK
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AttributeError, TypeError),
-    reason="BUG: SimpleQueue has no qsize() and its get() takes no block/timeout",
-)
 def test_a_simple_queue_is_supported_as_documented() -> None:
     simple = multiprocessing.SimpleQueue()
     try:

@@ -19,7 +19,14 @@ __all__ = ["ExpiryController"]
 
 
 class ExpiryController:
-    def __init__(self, config: pytest.Config, settings: Settings, signals: ExpirySignals) -> None:
+    def __init__(
+        self,
+        config: pytest.Config,
+        settings: Settings,
+        signals: ExpirySignals,
+        session_deadline: float,
+    ) -> None:
+        self.session_deadline = session_deadline
         self._config = config
         self._settings = settings
         self.signals = signals
@@ -47,6 +54,8 @@ class ExpiryController:
         details.append(f"slow at {s.slow:.0%}" if s.slow else "no SLOW notices")
         if s.func_only:
             details.append("func_only")
+        if s.session:
+            details.append(f"session budget {s.session:g} s")
         if s.timeout_compat:
             details.append("pytest-timeout markers honoured")
         return [f"expiry: {deadline} ({', '.join(details)})"]

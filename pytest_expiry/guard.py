@@ -136,7 +136,7 @@ class Guard:
         scope.expired_after = elapsed = clock() - scope.armed_at
         raise Expired(
             f"{scope.nodeid} expired: still running in {phase} after {elapsed:.2f} s "
-            f"(deadline {scope.seconds:g} s)"
+            f"(deadline {round(scope.seconds, 3):g} s)"
         )
 
     def close(self) -> None:

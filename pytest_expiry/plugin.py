@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pytest_expiry import hookspecs
+from pytest_expiry.budget import SessionBudget
 from pytest_expiry.controller import ExpiryController
 from pytest_expiry.runner import ExpiryRunner
 from pytest_expiry.settings import (
@@ -25,6 +26,7 @@ from pytest_expiry.settings import (
     timeout_compat_possible,
 )
 from pytest_expiry.signals import ExpirySignals, default_signals, parse_signals
+from pytest_expiry.timer.api import clock
 from pytest_expiry.xdist_bridge import WORKER_KEY, XdistBridge, isolate_with_one_worker
 
 _CONTROLLER = "expiry-controller"
@@ -61,6 +63,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="deadlines cover the test function only, not its fixtures' setup and teardown.",
     )  # fmt: skip
     group.addoption(
+        "--expiry-session", type=seconds, metavar="SECONDS",
+        help="budget of the whole session: once exceeded, the running test expires and no "
+        "further test runs (they are reported as skipped: not run).",
+    )  # fmt: skip
+    group.addoption(
         "--expiry-collect", type=seconds, metavar="SECONDS",
         help="deadline for importing each test module (default: the test deadline); a module "
         "that hangs at import becomes a collection error.",
@@ -92,6 +99,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ("expiry_slow", "fraction of the deadline after which a test is SLOW (default 0.5)"),
         ("expiry_func_only", "true: deadlines cover the test function only"),
         ("expiry_report", "path of the JSON report"),
+        ("expiry_session", "budget of the whole session in seconds (0: none)"),
         ("expiry_collect", "deadline for importing each test module (default: expiry)"),
         ("expiry_exit", "seconds the interpreter may take to exit after the session"),
         ("expiry_timeout_compat", "false: ignore pytest-timeout's marker and settings"),
@@ -146,17 +154,25 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None:
         address = workerinput.get(WORKER_KEY)
         if address is not None:
-            socket_path, stacks, signal_text = address
+            socket_path, stacks, signal_text, session_deadline = address
             fixed = (socket_path, stacks, parse_signals(signal_text))
-            config.pluginmanager.register(ExpiryRunner(config, settings, lambda: fixed), _RUNNER)
+            budget = _budget(settings, session_deadline)
+            runner = ExpiryRunner(config, settings, lambda: fixed, budget)
+            config.pluginmanager.register(runner, _RUNNER)
         return
-    controller = ExpiryController(config, settings, _signals())
+    session_deadline = clock() + settings.session
+    controller = ExpiryController(config, settings, _signals(), session_deadline)
     config.pluginmanager.register(controller, _CONTROLLER)
     if getattr(config.option, "dist", "no") != "no" and not config.option.collectonly:
         config.pluginmanager.register(XdistBridge(controller), "expiry-xdist")
     else:
-        runner = ExpiryRunner(config, settings, controller.watchdog_address)
+        budget = _budget(settings, session_deadline)
+        runner = ExpiryRunner(config, settings, controller.watchdog_address, budget)
         config.pluginmanager.register(runner, _RUNNER)
+
+
+def _budget(settings: Settings, session_deadline: float) -> SessionBudget | None:
+    return SessionBudget(settings.session, session_deadline) if settings.session else None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

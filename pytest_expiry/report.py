@@ -64,7 +64,7 @@ def describe_expiry(record: dict[str, Any]) -> str:
     where = f" in {record['phase']}" if record["phase"] != "unknown" else ""
     lines = [
         f"{record['nodeid']} expired{where} after {record['elapsed']:.2f} s "
-        f"(deadline {record['deadline']:g} s)"
+        f"(deadline {round(record['deadline'], 3):g} s)"
     ]
     if record["event"] == "hard_killed":
         lines.append(HARD_KILL_ADVICE)
@@ -109,12 +109,16 @@ class ExpiryLog:
             where = f" in {record['phase']}" if record["phase"] != "unknown" else ""
             lines.append(
                 f"{how} {record['nodeid']}{where} after {record['elapsed']:.2f} s "
-                f"(deadline {record['deadline']:g} s); processes signalled: {killed}"
+                f"(deadline {round(record['deadline'], 3):g} s); processes signalled: {killed}"
             )
+        not_run = self.of_kind("not_run")
+        if not_run:
+            lines.append(f"SESSION BUDGET exceeded: {len(not_run)} tests not run")
+            lines.extend(f"NOT RUN {record['nodeid']}" for record in not_run)
         for record in self.of_kind("slow"):
             lines.append(
                 f"SLOW {record['nodeid']}: {record['elapsed']:.2f} s of its "
-                f"{record['deadline']:g} s deadline"
+                f"{round(record['deadline'], 3):g} s deadline"
             )
         return lines
 
@@ -125,6 +129,7 @@ class ExpiryLog:
             "exit_status": exit_status,
             "expired": len(self.of_kind("expired", "hard_killed")),
             "slow": len(self.of_kind("slow")),
+            "not_run": len(self.of_kind("not_run")),
             "events": self.records,
         }
         try:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pytest_expiry import stackhook
+from pytest_expiry.budget import SessionBudget
 from pytest_expiry.channel import ChannelClient, ChannelError
 from pytest_expiry.errors import Expired
 from pytest_expiry.guard import ActiveScope, Guard
@@ -41,10 +42,14 @@ class ExpiryRunner:
         config: pytest.Config,
         settings: Settings,
         connect: Callable[[], tuple[str, str, ExpirySignals]],
+        budget: SessionBudget | None = None,
     ) -> None:
         self._config = config
         self._settings = settings
         self._connect = connect
+        self._budget = budget
+        if budget is not None:
+            config.pluginmanager.register(budget, "expiry-session-budget")
         self.guard: Guard | None = None
         self.unavailable: str | None = None
         self._warned = False
@@ -77,6 +82,8 @@ class ExpiryRunner:
 
     def guard_for(self, item: pytest.Item) -> tuple[Guard | None, float]:
         seconds, _func_only = item.stash.get(DEADLINE, (0.0, False))
+        if self._budget is not None:
+            seconds = self._budget.cap(seconds)
         if not seconds or self.unavailable is not None:
             return None, 0.0
         guard = self.guard or self._start_guard()
@@ -132,7 +139,8 @@ class ExpiryRunner:
             report.outcome = "failed"
             report.longrepr = (
                 f"{scope.nodeid} expired in {call.when} after {record['elapsed']:.2f} s "
-                f"(deadline {scope.seconds:g} s), and the test swallowed the Expired exception"
+                f"(deadline {round(scope.seconds, 3):g} s), and the test swallowed the "
+                "Expired exception"
             )
         _attach(report, record)
 

@@ -81,6 +81,7 @@ class Settings:
     timeout_compat: bool
     collect: float
     exit: float
+    session: float
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -97,6 +98,7 @@ class Settings:
             timeout_compat=compat,
             collect=_value(config, "expiry_collect", seconds, default) * scale,
             exit=_value(config, "expiry_exit", seconds, 10.0 if default else 0.0) * scale,
+            session=_value(config, "expiry_session", seconds, 0.0) * scale,
         )
 
 

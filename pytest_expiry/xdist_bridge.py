@@ -54,7 +54,8 @@ class XdistBridge:
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         socket_path, stacks, signals = self._controller.watchdog_address()
-        node.workerinput[WORKER_KEY] = (socket_path, stacks, signals.encode())
+        deadline = self._controller.session_deadline
+        node.workerinput[WORKER_KEY] = (socket_path, stacks, signals.encode(), deadline)
 
     def _hard_kill_event(self, nodeid: str) -> dict[str, Any] | None:
         watchdog = self._controller.watchdog
@@ -76,7 +77,7 @@ class XdistBridge:
         name = getattr(worker, "id", "?")
         report.longrepr = (
             f"pytest_expiry.Expired: {crashitem} expired after {record['elapsed']:.2f} s "
-            f"(deadline {record['deadline']:g} s); worker {name} was killed\n\n"
+            f"(deadline {round(record['deadline'], 3):g} s); worker {name} was killed\n\n"
             + describe_expiry(record)
         )
         report.when = "call"  # a failure of the test, not an error of xdist's

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 HANGS_AT_IMPORT = """
@@ -63,3 +65,35 @@ def test_exit_is_not_bounded_when_disabled_and_a_clean_exit_is_untouched(pyteste
     run = run_pytest("--expiry=5", "--expiry-exit=0.3")
     assert run.result.ret == pytest.ExitCode.OK
     assert "has not exited" not in run.output
+
+
+STEPS = """
+    import time
+    import pytest
+
+    @pytest.mark.parametrize("step", range(20))
+    def test_step(step):
+        time.sleep(0.4)
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "budget"), [([], "1.5"), (["-n", "2"], "2")], ids=["plain", "xdist"]
+)
+def test_a_session_budget_expires_the_running_test_and_reports_the_rest_as_not_run(
+    pytester, run_pytest, mode, budget
+):
+    pytester.makepyfile(STEPS)
+    report = pytester.path / "expiry.json"
+    run = run_pytest(f"--expiry-session={budget}", f"--expiry-report={report}", *mode)
+    outcomes = run.result.parseoutcomes()
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) + outcomes["skipped"] == 20
+    # the test running when the budget ran out expires (under xdist: at most one per worker;
+    # none if the workers took the whole budget to start)
+    assert (0 if mode else 1) <= outcomes.get("failed", 0) <= (2 if mode else 1)
+    assert "SESSION BUDGET exceeded" in run.output
+    document = json.loads(report.read_text())
+    assert document["not_run"] == outcomes["skipped"]
+    skipped = [case for case in run.junit.iter("testcase") if case.find("skipped") is not None]
+    assert len(skipped) == outcomes["skipped"]
+    assert all("not run" in case.find("skipped").get("message", "") for case in skipped)

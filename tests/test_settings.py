@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import warnings
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 import pytest
@@ -27,10 +27,13 @@ from pytest_expiry.settings import (
     seconds,
 )
 
-DEFAULTS = Settings(
-    default=0.0, grace=2.0, scale=1.0, func_only=False, slow=0.5, report=None,
-    timeout_compat=True,
-)  # fmt: skip
+_WITHOUT_OPTIONS = {
+    "default": 0.0, "grace": 2.0, "scale": 1.0, "func_only": False, "slow": 0.5,
+    "report": None, "timeout_compat": True,
+}  # fmt: skip
+DEFAULTS = Settings(**{f.name: _WITHOUT_OPTIONS.get(f.name, 0.0) for f in fields(Settings)})
+"""The settings of a session without options: no default deadline; every other bound
+(collection, exit, session...) 0, which turns it off."""
 
 BAD_NUMBERS = ["abc", "", " ", "nan", "NaN", "inf", "-inf", "infinity", "1e400", "10s", "1,5"]
 

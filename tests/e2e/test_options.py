@@ -1,16 +1,18 @@
 """Options, ini values, environment variables and markers, end to end (README: Options).
 
-Every test runs pytest in a subprocess on a small test file and checks what a user would see:
-whether the inner test expired or passed, the session header, the exit code and the message
-of a usage error.
+Every test runs pytest on a small test file and checks what a user would see: whether the
+inner test expired or passed, the session header, the exit code and the message of a usage
+error. Sessions that run tests run in a subprocess (``run_pytest``); sessions that must stop
+at a usage error before any test runs mostly run in this process (``usage_error``).
 
 Deadlines are short (0.3 s); a test meant to expire hangs for 30 s, so it can only end by
-expiring; a test meant to pass sleeps 0.6-0.8 s, well past the 0.3 s deadline it escapes
-and well inside the one it gets.
+expiring; a test meant to pass sleeps 0.6 s, well past the 0.3 s deadline it escapes and well
+inside the one it gets.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -23,6 +25,18 @@ STRICT = 0.3
 
 LOOSE = 5.0
 """A deadline the inner test meets with ease."""
+
+
+NO_EXTRAS = ("-p", "no:hypothesispytest", "-p", "no:cacheprovider")
+"""Plugins the inner runs do without: no inner test uses them, and hypothesis's costs about a
+second per run (it imports hypothesis at the end of every session)."""
+
+
+@pytest.fixture
+def run_pytest(run_pytest, monkeypatch):
+    """The shared ``run_pytest``, with inner runs that do without :data:`NO_EXTRAS`."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(NO_EXTRAS))
+    return run_pytest
 
 
 def write_test(pytester, sleep, decorators=(), name="test_sleeps"):
@@ -48,37 +62,91 @@ def assert_passed(run):
     assert "Expired" not in run.output
 
 
-def assert_clean_usage_error(run, *names):
-    """Exit code 4, a message naming every one of ``names``, and nothing of the plugin's
-    insides: no INTERNALERROR, no traceback."""
-    assert run.result.ret == pytest.ExitCode.USAGE_ERROR, run.output
-    for name in names:
-        assert name in run.output
-    assert "INTERNALERROR" not in run.output
-    assert "Traceback" not in run.output
-    assert "pytest_expiry/" not in run.output
+@pytest.fixture
+def usage_error(pytester, monkeypatch):
+    """``usage_error(*arguments)`` runs pytest in this process, for a session that must stop
+    at a usage error before any test runs (in a subprocess, each of these runs costs ten
+    times as much). It returns the output after asserting exit code 4 and nothing of the
+    plugin's insides: no INTERNALERROR, no traceback."""
+    for variable in ("PYTEST_EXPIRY", "PYTEST_TIMEOUT", "PYTEST_EXPIRY_SIGNALS"):
+        monkeypatch.delenv(variable, raising=False)
+
+    def run(*arguments):
+        result = pytester.runpytest_inprocess(*NO_EXTRAS, *arguments)
+        output = result.stdout.str() + "\n" + result.stderr.str()
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, output
+        assert "INTERNALERROR" not in output
+        assert "Traceback" not in output
+        assert "pytest_expiry/" not in output
+        assert "passed" not in output
+        return output
+
+    return run
 
 
-# --- where the default deadline comes from ----------------------------------------------
+# --- where a deadline comes from -------------------------------------------------------
+
+CHAIN = [
+    "@pytest.mark.expires",
+    "@pytest.mark.timeout",
+    "--expiry",
+    "--timeout",
+    "PYTEST_EXPIRY",
+    "PYTEST_TIMEOUT",
+    "ini expiry",
+    "ini timeout",
+]
+"""Every place a deadline comes from, highest precedence first (README: Options). The
+``timeout`` spellings are pytest-timeout's, honoured while it is not installed."""
+
+TIMEOUT_SPELLINGS = [source for source in CHAIN if "timeout" in source.lower()]
 
 
-def test_the_expiry_option_gives_every_test_a_deadline(pytester, run_pytest):
-    write_test(pytester, HANG)
-    assert_expired(run_pytest(f"--expiry={STRICT}"))
+class Deadlines:
+    """A test module with one sleeping test, and deadlines set for it through any of the
+    places in :data:`CHAIN`."""
+
+    def __init__(self, pytester, monkeypatch):
+        self._pytester = pytester
+        self._monkeypatch = monkeypatch
+        self._decorators = []
+        self._arguments = []
+        self._ini = {}
+
+    def set(self, source, value):
+        if source.startswith("@pytest.mark."):
+            self._decorators.append(f"{source}({value})")
+        elif source.startswith("--"):
+            self._arguments.append(f"{source}={value}")
+        elif source.startswith("PYTEST_"):
+            self._monkeypatch.setenv(source, str(value))
+        else:
+            self._ini[source.removeprefix("ini ")] = value
+        return self
+
+    def run(self, run_pytest, sleep, *arguments):
+        """Run the test, which sleeps ``sleep`` seconds, under the deadlines set."""
+        write_test(self._pytester, sleep, self._decorators)
+        if self._ini:
+            ini(self._pytester, **self._ini)
+        return run_pytest(*self._arguments, *arguments)
 
 
-def test_the_expiry_ini_value_gives_every_test_a_deadline(pytester, run_pytest):
-    write_test(pytester, HANG)
-    ini(pytester, expiry=STRICT)
-    assert_expired(run_pytest())
+@pytest.fixture
+def deadlines(pytester, monkeypatch):
+    return Deadlines(pytester, monkeypatch)
 
 
-def test_the_pytest_expiry_environment_variable_gives_every_test_a_deadline(
-    pytester, run_pytest, monkeypatch
-):
-    write_test(pytester, HANG)
-    monkeypatch.setenv("PYTEST_EXPIRY", str(STRICT))
-    assert_expired(run_pytest())
+def test_pytest_timeout_is_not_installed_here():
+    """The premise of the tests of pytest-timeout's spellings."""
+    from pytest_expiry.settings import timeout_compat_possible  # noqa: PLC0415
+
+    assert timeout_compat_possible()
+
+
+@pytest.mark.parametrize("source", CHAIN)
+def test_each_source_alone_gives_a_test_its_deadline(run_pytest, deadlines, source):
+    assert_expired(deadlines.set(source, STRICT).run(run_pytest, HANG))
 
 
 def test_without_any_setting_a_test_has_no_deadline(pytester, run_pytest):
@@ -86,65 +154,48 @@ def test_without_any_setting_a_test_has_no_deadline(pytester, run_pytest):
     assert_passed(run_pytest())
 
 
+@pytest.mark.parametrize("source", TIMEOUT_SPELLINGS)
+def test_expiry_no_timeout_compat_ignores_pytest_timeout_spellings(run_pytest, deadlines, source):
+    run = deadlines.set(source, STRICT).run(run_pytest, 0.6, "--expiry-no-timeout-compat")
+    assert_passed(run)
+
+
 # --- precedence -------------------------------------------------------------------------
 
-
-def apply(pytester, monkeypatch, source, value):
-    """Set the deadline ``value`` through ``source``; return (decorators, arguments)."""
-    if source == "expires marker":
-        return [f"@pytest.mark.expires({value})"], []
-    if source == "timeout marker":
-        return [f"@pytest.mark.timeout({value})"], []
-    if source == "--expiry":
-        return [], [f"--expiry={value}"]
-    if source == "PYTEST_EXPIRY":
-        monkeypatch.setenv("PYTEST_EXPIRY", str(value))
-        return [], []
-    assert source == "ini expiry"
-    ini(pytester, expiry=value)
-    return [], []
-
-
 PRECEDENCE = [
-    ("expires marker", "--expiry"),
+    *itertools.pairwise(CHAIN),
+    ("@pytest.mark.expires", "--expiry"),
     ("--expiry", "PYTEST_EXPIRY"),
     ("PYTEST_EXPIRY", "ini expiry"),
-    ("expires marker", "timeout marker"),
-    ("timeout marker", "--expiry"),
 ]
+PRECEDENCE_IDS = [f"{higher} over {lower}" for higher, lower in PRECEDENCE]
 
 
-@pytest.mark.parametrize(("higher", "lower"), PRECEDENCE, ids=" over ".join)
-def test_a_looser_deadline_from_the_higher_source_overrides_a_stricter_lower_one(
-    pytester, run_pytest, monkeypatch, higher, lower
+@pytest.mark.parametrize(("higher", "lower"), PRECEDENCE, ids=PRECEDENCE_IDS)
+def test_a_looser_deadline_from_a_higher_source_overrides_a_stricter_lower_one(
+    run_pytest, deadlines, higher, lower
 ):
-    decorators, arguments = apply(pytester, monkeypatch, higher, LOOSE)
-    more_decorators, more_arguments = apply(pytester, monkeypatch, lower, STRICT)
-    write_test(pytester, 0.6, decorators + more_decorators)
-    assert_passed(run_pytest(*arguments, *more_arguments))
+    run = deadlines.set(higher, LOOSE).set(lower, STRICT).run(run_pytest, 0.6)
+    assert_passed(run)
 
 
-@pytest.mark.parametrize(("higher", "lower"), PRECEDENCE, ids=" over ".join)
-def test_a_stricter_deadline_from_the_higher_source_overrides_a_looser_lower_one(
-    pytester, run_pytest, monkeypatch, higher, lower
+@pytest.mark.parametrize(("higher", "lower"), PRECEDENCE, ids=PRECEDENCE_IDS)
+def test_a_stricter_deadline_from_a_higher_source_overrides_a_looser_lower_one(
+    run_pytest, deadlines, higher, lower
 ):
-    decorators, arguments = apply(pytester, monkeypatch, higher, STRICT)
-    more_decorators, more_arguments = apply(pytester, monkeypatch, lower, 60)
-    write_test(pytester, HANG, decorators + more_decorators)
-    assert_expired(run_pytest(*arguments, *more_arguments))
+    run = deadlines.set(higher, STRICT).set(lower, 60).run(run_pytest, HANG)
+    assert_expired(run)
 
 
 def test_expiry_zero_on_the_command_line_disables_a_deadline_from_the_ini_file(
-    pytester, run_pytest
+    run_pytest, deadlines
 ):
-    write_test(pytester, 0.6)
-    ini(pytester, expiry=STRICT)
-    assert_passed(run_pytest("--expiry=0"))
+    assert_passed(deadlines.set("ini expiry", STRICT).set("--expiry", 0).run(run_pytest, 0.6))
 
 
-def test_an_expires_zero_marker_disables_the_deadline_of_its_test(pytester, run_pytest):
-    write_test(pytester, 0.6, ["@pytest.mark.expires(0)"])
-    assert_passed(run_pytest(f"--expiry={STRICT}"))
+def test_an_expires_zero_marker_disables_the_deadline_of_its_test(run_pytest, deadlines):
+    run = deadlines.set("--expiry", STRICT).set("@pytest.mark.expires", 0).run(run_pytest, 0.6)
+    assert_passed(run)
 
 
 # --- the expires marker -----------------------------------------------------------------
@@ -223,6 +274,11 @@ def test_the_timeout_marker_is_documented_in_pytest_markers_while_honoured(run_p
     run.result.stdout.fnmatch_lines(["@pytest.mark.timeout(timeout, *, func_only=False):*"])
 
 
+def test_the_timeout_marker_is_not_documented_without_timeout_compat(run_pytest):
+    run = run_pytest("--markers", "--expiry-no-timeout-compat", junit=False)
+    assert "@pytest.mark.timeout" not in run.result.stdout.str()
+
+
 # --- func_only --------------------------------------------------------------------------
 
 SLOW_FIXTURE = """
@@ -295,49 +351,6 @@ def test_without_expiry_scale_the_same_test_expires(pytester, run_pytest):
     assert_expired(run_pytest())
 
 
-# --- pytest-timeout's spellings (pytest-timeout is not installed) -----------------------
-
-
-def timeout_source(pytester, monkeypatch, source, value):
-    """Set a deadline through one of pytest-timeout's spellings; return (decorators, args)."""
-    if source == "@pytest.mark.timeout":
-        return [f"@pytest.mark.timeout({value})"], []
-    if source == "--timeout":
-        return [], [f"--timeout={value}"]
-    if source == "PYTEST_TIMEOUT":
-        monkeypatch.setenv("PYTEST_TIMEOUT", str(value))
-        return [], []
-    assert source == "ini timeout"
-    ini(pytester, timeout=value)
-    return [], []
-
-
-TIMEOUT_SPELLINGS = ["@pytest.mark.timeout", "--timeout", "PYTEST_TIMEOUT", "ini timeout"]
-
-
-def test_pytest_timeout_is_not_installed_here():
-    """The premise of the compatibility tests below."""
-    from pytest_expiry.settings import timeout_compat_possible  # noqa: PLC0415
-
-    assert timeout_compat_possible()
-
-
-@pytest.mark.parametrize("source", TIMEOUT_SPELLINGS)
-def test_pytest_timeout_spellings_give_a_deadline(pytester, run_pytest, monkeypatch, source):
-    decorators, arguments = timeout_source(pytester, monkeypatch, source, STRICT)
-    write_test(pytester, HANG, decorators)
-    assert_expired(run_pytest(*arguments))
-
-
-@pytest.mark.parametrize("source", TIMEOUT_SPELLINGS)
-def test_expiry_no_timeout_compat_ignores_pytest_timeout_spellings(
-    pytester, run_pytest, monkeypatch, source
-):
-    decorators, arguments = timeout_source(pytester, monkeypatch, source, STRICT)
-    write_test(pytester, 0.6, decorators)
-    assert_passed(run_pytest("--expiry-no-timeout-compat", *arguments))
-
-
 # --- the session header -----------------------------------------------------------------
 
 
@@ -350,29 +363,45 @@ def header_line(run):
 def test_the_header_shows_the_default_settings(pytester, run_pytest):
     pytester.makepyfile("def test_nothing(): pass\n")
     line = header_line(run_pytest())
-    assert line == (
-        "expiry: none by default (markers only) "
-        "(scale 1, grace 2 s, slow at 50%, pytest-timeout markers honoured)"
-    )
+    assert line.startswith("expiry: none by default (markers only) (")
+    for shown in ("scale 1", "grace 2 s", "slow at 50%", "pytest-timeout markers honoured"):
+        assert shown in line
+    assert "func_only" not in line
+
+
+HEADER_SETTINGS = {
+    "--expiry": ("2", "expiry: 2 s per test ("),
+    "--expiry-scale": ("3", "scale 3"),
+    "--expiry-grace": ("1", "grace 1 s"),
+    "--expiry-slow": ("0.25", "slow at 25%"),
+}
 
 
 def test_the_header_shows_the_settings_given_on_the_command_line(pytester, run_pytest):
     pytester.makepyfile("def test_nothing(): pass\n")
-    run = run_pytest(
-        "--expiry=2", "--expiry-scale=3", "--expiry-grace=1", "--expiry-slow=0.25",
-        "--expiry-func-only", "--expiry-no-timeout-compat",
-    )  # fmt: skip
-    assert header_line(run) == "expiry: 2 s per test (scale 3, grace 1 s, slow at 25%, func_only)"
+    arguments = [f"{option}={value}" for option, (value, _) in HEADER_SETTINGS.items()]
+    run = run_pytest(*arguments, "--expiry-func-only", "--expiry-no-timeout-compat")
+    line = header_line(run)
+    for _, shown in HEADER_SETTINGS.values():
+        assert shown in line
+    assert "func_only" in line
+    assert "pytest-timeout" not in line
 
 
 def test_the_header_shows_the_settings_given_in_the_ini_file(pytester, run_pytest):
     pytester.makepyfile("def test_nothing(): pass\n")
-    ini(
-        pytester, expiry=2, expiry_scale=3, expiry_grace=1, expiry_slow=0,
-        expiry_func_only="true", expiry_timeout_compat="false",
-    )  # fmt: skip
+    values = {option[2:].replace("-", "_"): value for option, (value, _) in HEADER_SETTINGS.items()}
+    ini(pytester, **values, expiry_func_only="true", expiry_timeout_compat="false")
     line = header_line(run_pytest())
-    assert line == "expiry: 2 s per test (scale 3, grace 1 s, no SLOW notices, func_only)"
+    for _, shown in HEADER_SETTINGS.values():
+        assert shown in line
+    assert "func_only" in line
+    assert "pytest-timeout" not in line
+
+
+def test_the_header_says_when_slow_notices_are_off(pytester, run_pytest):
+    pytester.makepyfile("def test_nothing(): pass\n")
+    assert "no SLOW notices" in header_line(run_pytest("--expiry-slow=0"))
 
 
 # --- SLOW notices -----------------------------------------------------------------------
@@ -389,6 +418,19 @@ def test_a_test_past_the_slow_fraction_is_named_while_it_runs_and_in_the_summary
     )
     assert live is not None, run.output
     assert live.group(1).endswith(".py::test_sleeps")
+    run.result.stdout.re_match_lines([r"SLOW \S+::test_sleeps: 0\.\d\d s of its 1 s deadline"])
+
+
+@pytest.mark.xfail(
+    reason="plugin bug: a func_only scope is released after the call, so the SLOW check at "
+    "teardown finds no scope; the live notice comes, the summary and JSON miss the test",
+    strict=True,
+)
+def test_a_slow_func_only_test_is_listed_in_the_summary(pytester, run_pytest):
+    write_test(pytester, 0.6, ["@pytest.mark.expires(1, func_only=True)"])
+    run = run_pytest("--expiry-slow=0.3")
+    run.result.assert_outcomes(passed=1)
+    assert "pytest-expiry: SLOW" in run.output
     run.result.stdout.re_match_lines([r"SLOW \S+::test_sleeps: 0\.\d\d s of its 1 s deadline"])
 
 
@@ -413,6 +455,8 @@ BAD_OPTIONS = [
         for value in ["abc", "-0.1", "1.0", "2", "nan", "inf", ""]
     ],
     ("--timeout", "abc", SECONDS_ALLOWED),
+    ("--expiry-collect", "abc", SECONDS_ALLOWED),
+    ("--expiry-exit", "-1", SECONDS_ALLOWED),
 ]
 
 
@@ -420,11 +464,11 @@ BAD_OPTIONS = [
     ("option", "value", "allowed"), BAD_OPTIONS, ids=[f"{o}={v}" for o, v, _ in BAD_OPTIONS]
 )
 def test_a_bad_option_value_is_a_usage_error_naming_it(
-    pytester, run_pytest, option, value, allowed
+    pytester, usage_error, option, value, allowed
 ):
     pytester.makepyfile("def test_nothing(): pass\n")
-    run = run_pytest(f"{option}={value}", junit=False)
-    assert_clean_usage_error(run, option, repr(value), allowed)
+    output = usage_error(f"{option}={value}")
+    assert f"argument {option}: {value!r} {allowed}" in output
 
 
 BAD_INI = [
@@ -442,11 +486,12 @@ BAD_INI = [
 @pytest.mark.parametrize(
     ("name", "value", "allowed"), BAD_INI, ids=[f"{n} = {v}" for n, v, _ in BAD_INI]
 )
-def test_a_bad_ini_value_is_a_usage_error_naming_it(pytester, run_pytest, name, value, allowed):
+def test_a_bad_ini_value_is_a_usage_error_naming_it(pytester, usage_error, name, value, allowed):
     pytester.makepyfile("def test_nothing(): pass\n")
     ini(pytester, **{name: value})
-    run = run_pytest(junit=False)
-    assert_clean_usage_error(run, f"ini option {name} = {value}", allowed)
+    output = usage_error()
+    assert f"ini option {name} = {value}" in output
+    assert allowed in output
 
 
 @pytest.mark.parametrize(
@@ -454,12 +499,12 @@ def test_a_bad_ini_value_is_a_usage_error_naming_it(pytester, run_pytest, name, 
     [("PYTEST_EXPIRY", "abc"), ("PYTEST_EXPIRY", "-1"), ("PYTEST_TIMEOUT", "nan")],
 )
 def test_a_bad_environment_variable_is_a_usage_error_naming_it(
-    pytester, run_pytest, monkeypatch, variable, value
+    pytester, usage_error, monkeypatch, variable, value
 ):
     pytester.makepyfile("def test_nothing(): pass\n")
     monkeypatch.setenv(variable, value)
-    run = run_pytest(junit=False)
-    assert_clean_usage_error(run, f"environment variable {variable} = {value}", SECONDS_ALLOWED)
+    output = usage_error()
+    assert f"environment variable {variable} = {value}: {value!r} {SECONDS_ALLOWED}" in output
 
 
 EXPECTED = "expected @pytest.mark.expires(seconds, *, func_only=False)"
@@ -480,15 +525,34 @@ BAD_MARKERS = [
     ("marker", "shown", "allowed"), BAD_MARKERS, ids=[m for m, _, _ in BAD_MARKERS]
 )
 def test_a_marker_with_bad_arguments_is_a_usage_error_naming_it(
-    pytester, run_pytest, marker, shown, allowed
+    pytester, usage_error, marker, shown, allowed
 ):
     write_test(pytester, 0, [f"@pytest.mark.{marker}"], name="test_marked")
-    run = run_pytest(junit=False)
+    output = usage_error()
     name = marker.split("(")[0]
-    assert_clean_usage_error(
-        run, "invalid expiry markers", "::test_marked", f"@pytest.mark.{name}", shown, allowed
-    )
-    assert "1 passed" not in run.output
+    assert "invalid expiry markers" in output
+    assert "::test_marked: @pytest.mark." + name in output
+    assert shown in output
+    assert allowed in output
+
+
+def test_a_marker_with_bad_arguments_is_a_usage_error_in_a_real_run(pytester, run_pytest):
+    """The same, end to end in a subprocess, as a user runs pytest."""
+    write_test(pytester, 0, ['@pytest.mark.expires("10s")'], name="test_marked")
+    run = run_pytest(junit=False)
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "::test_marked: @pytest.mark.expires('10s'): seconds must be a number" in run.output
+    assert "INTERNALERROR" not in run.output
+    assert "Traceback" not in run.output
+
+
+def test_a_bad_option_value_is_a_usage_error_in_a_real_run(pytester, run_pytest):
+    """The same, end to end in a subprocess, as a user runs pytest."""
+    pytester.makepyfile("def test_nothing(): pass\n")
+    run = run_pytest("--expiry=abc", junit=False)
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"argument --expiry: 'abc' {SECONDS_ALLOWED}" in run.output
+    assert "Traceback" not in run.output
 
 
 @pytest.mark.xfail(
@@ -497,8 +561,11 @@ def test_a_marker_with_bad_arguments_is_a_usage_error_naming_it(
     strict=True,
 )
 def test_a_marker_with_bad_arguments_under_xdist_is_a_clear_error(pytester, run_pytest):
+    """The session fails, not with an internal error, and says which marker is wrong (exit
+    code 4, as without xdist, would be best; a failed or interrupted session will do)."""
     write_test(pytester, 0, ['@pytest.mark.expires("10s")'], name="test_marked")
     run = run_pytest("-n", "2", junit=False)
     assert "INTERNALERROR" not in run.output
-    assert "@pytest.mark.expires('10s')" in run.output
-    assert run.result.ret == pytest.ExitCode.USAGE_ERROR
+    assert run.result.ret not in (pytest.ExitCode.OK, pytest.ExitCode.INTERNAL_ERROR)
+    assert "test_marked: @pytest.mark.expires('10s')" in run.output
+    assert "1 passed" not in run.output

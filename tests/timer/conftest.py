@@ -10,6 +10,7 @@ Two autouse guards make each test prove it cleaned up after itself:
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import subprocess
@@ -65,10 +66,8 @@ def no_leaked_processes() -> Iterator[None]:
     new = [p for key, p in _descendants().items() if key not in before]
     _, alive = psutil.wait_procs(new, timeout=GRACE)
     for process in alive:
-        try:
+        with contextlib.suppress(psutil.Error):
             process.kill()
-        except psutil.Error:
-            pass
     psutil.wait_procs(alive, timeout=GRACE)
     described = []
     for process in alive:
@@ -121,19 +120,21 @@ def kills(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
 
 @pytest.fixture
 def new_queue() -> Iterator[Callable[..., Any]]:
-    """Make ``multiprocessing`` queues (``new_queue(method)``) that are closed, and whose
-    feeder thread is joined, when the test ends."""
+    """Make ``multiprocessing`` queues (``new_queue(method, kind="Queue")``, kind being
+    ``Queue`` or ``SimpleQueue``) that are closed, and whose feeder thread is joined, when
+    the test ends."""
     made: list[Any] = []
 
-    def new(method: str = "fork") -> Any:
-        queue = multiprocessing.get_context(method).Queue()
+    def new(method: str = "fork", kind: str = "Queue") -> Any:
+        queue = getattr(multiprocessing.get_context(method), kind)()
         made.append(queue)
         return queue
 
     yield new
     for queue in made:
         queue.close()
-        queue.join_thread()
+        if hasattr(queue, "join_thread"):
+            queue.join_thread()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ would reap instead of signalling anything, as torch's own ``api`` tests do.
 
 from __future__ import annotations
 
+import logging
 import math
 import pickle
 import threading
@@ -216,7 +217,9 @@ def test_requests_are_equal_exactly_when_all_fields_are(other: TimerRequest) -> 
     assert request != other
 
 
-@pytest.mark.parametrize(("expiration_time", "is_release"), [(-1, True), (-0.5, True), (0, False), (3.0, False)])
+@pytest.mark.parametrize(
+    ("expiration_time", "is_release"), [(-1, True), (-0.5, True), (0, False), (3.0, False)]
+)
 def test_negative_expiration_means_release(expiration_time: float, is_release: bool) -> None:
     assert TimerRequest(1, "s", expiration_time).is_release is is_release
 
@@ -291,7 +294,7 @@ def test_nested_unnamed_scopes_are_distinct_and_inner_exit_keeps_outer_armed() -
 
 def test_unnamed_scopes_from_the_same_line_are_distinct() -> None:
     client = RecordingClient()
-    scopes = []
+    scopes: list[str] = []
     for _ in range(3):
         with expires(after=1, client=client):
             scopes.extend(client.armed)
@@ -320,9 +323,8 @@ def test_an_exception_inside_expires_propagates_unchanged_and_releases(
     error: BaseException,
 ) -> None:
     client = RecordingClient()
-    with pytest.raises(type(error)) as raised:
-        with expires(after=5, client=client):
-            raise error
+    with pytest.raises(type(error)) as raised, expires(after=5, client=client):
+        raise error
     assert raised.value is error
     assert client.armed == {}
     assert [call[0] for call in client.calls] == ["acquire", "release"]
@@ -549,3 +551,25 @@ def test_stop_before_start_is_harmless() -> None:
     server = FakeServer(FakeRequestQueue())
     server.stop()
     assert server._watchdog_thread is None
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a failing iteration is retried at once, forever")
+def test_a_loop_whose_every_iteration_fails_backs_off_instead_of_spinning(
+    serve: Callable[[TimerServer], Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A queue that keeps failing (its reader closed under the server, say) must not turn
+    the watchdog into a busy loop that floods the log: one retry per ``max_interval`` (or
+    some back-off) is enough. Here ``max_interval`` is 0.1 s; 0.3 s allow a few retries."""
+
+    class BrokenQueue(FakeRequestQueue):
+        calls = 0
+
+        def get(self, size: int, timeout: float) -> list[TimerRequest]:
+            BrokenQueue.calls += 1
+            raise OSError("handle is closed")
+
+    caplog.set_level(logging.CRITICAL + 1, logger=api.__name__)
+    server = serve(FakeServer(BrokenQueue(), max_interval=0.1))
+    threading.Event().wait(0.3)
+    server.stop()
+    assert BrokenQueue.calls <= 20

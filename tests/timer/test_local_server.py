@@ -8,6 +8,7 @@ process that armed the timer. The lifecycle tests run the real loop on a real
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -31,7 +32,9 @@ def table_server() -> LocalTimerServer:
     return LocalTimerServer(queue.Queue())
 
 
-def arm(worker: Any, scope: str, expiration_time: float, started: float | None = None) -> TimerRequest:
+def arm(
+    worker: Any, scope: str, expiration_time: float, started: float | None = None
+) -> TimerRequest:
     return TimerRequest(worker, scope, expiration_time, started)
 
 
@@ -63,12 +66,16 @@ def test_release_disarms_only_its_own_worker_and_scope() -> None:
 def test_releasing_an_unknown_scope_is_a_no_op() -> None:
     server = table_server()
     server.register_timers([arm(1, "a", 10.0)])
-    server.register_timers([release(1, "unknown"), release(2, "a"), release(1, "a"), release(1, "a")])
+    server.register_timers(
+        [release(1, "unknown"), release(2, "a"), release(1, "a"), release(1, "a")]
+    )
     assert server.get_expired_timers(100.0) == {}
     assert server.next_expiration(0.0) is None
 
 
-@pytest.mark.parametrize(("first", "second"), [(10.0, 20.0), (20.0, 10.0)], ids=["later", "earlier"])
+@pytest.mark.parametrize(
+    ("first", "second"), [(10.0, 20.0), (20.0, 10.0)], ids=["later", "earlier"]
+)
 def test_re_acquiring_a_scope_replaces_its_deadline(first: float, second: float) -> None:
     server = table_server()
     server.register_timers([arm(1, "a", first), arm(1, "a", second)])
@@ -86,7 +93,9 @@ def test_requests_in_one_batch_apply_in_order() -> None:
 
 def test_clear_timers_forgets_every_timer_of_the_given_workers_only() -> None:
     server = table_server()
-    server.register_timers([arm(1, "a", 10.0), arm(1, "b", 20.0), arm(2, "a", 30.0), arm(3, "a", 40.0)])
+    server.register_timers(
+        [arm(1, "a", 10.0), arm(1, "b", 20.0), arm(2, "a", 30.0), arm(3, "a", 40.0)]
+    )
     server.clear_timers({1, 3})
     assert server.get_expired_timers(100.0) == {2: [arm(2, "a", 30.0)]}
     server.clear_timers({99})
@@ -95,7 +104,9 @@ def test_clear_timers_forgets_every_timer_of_the_given_workers_only() -> None:
 
 def test_expired_timers_are_grouped_by_worker() -> None:
     server = table_server()
-    server.register_timers([arm(1, "a", 1.0), arm(2, "a", 2.0), arm(1, "b", 3.0), arm(1, "c", 50.0)])
+    server.register_timers(
+        [arm(1, "a", 1.0), arm(2, "a", 2.0), arm(1, "b", 3.0), arm(1, "c", 50.0)]
+    )
     expired = server.get_expired_timers(10.0)
     assert set(expired) == {1, 2}
     assert set(expired[1]) == {arm(1, "a", 1.0), arm(1, "b", 3.0)}
@@ -124,7 +135,9 @@ _requests = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(requests=_requests, now=st.floats(0, 100))
 def test_the_table_keeps_the_last_request_of_each_worker_and_scope(
     requests: list[TimerRequest], now: float
@@ -215,10 +228,8 @@ def _server_threads(before: set[threading.Thread]) -> set[threading.Thread]:
 def _children() -> set[tuple[int, float]]:
     found = set()
     for child in psutil.Process().children(recursive=True):
-        try:
+        with contextlib.suppress(psutil.Error):
             found.add((child.pid, child.create_time()))
-        except psutil.Error:
-            pass
     return found
 
 
@@ -284,3 +295,42 @@ def test_a_stopped_server_can_be_started_again(new_queue: Callable[..., Any]) ->
         mp_queue.close()
         mp_queue.join_thread()
     assert _server_threads(before) == set()
+
+
+# --- a recycled pid with timers of both processes ------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: timers are reaped and cleared by pid; the identity of the pid's first timer "
+    "decides for all of them",
+)
+@pytest.mark.parametrize(
+    "expired", ["the-dead-workers", "the-live-workers"], ids=lambda name: f"{name}-timer-expires"
+)
+def test_timers_of_a_dead_worker_and_of_the_process_reusing_its_pid_are_kept_apart(
+    stranger: subprocess.Popen[bytes], kills: list[tuple[int, int]], expired: str
+) -> None:
+    """A worker armed a timer and exited before its deadline; its pid went to a new
+    worker (``stranger``) which armed a timer of its own. When the dead worker's timer
+    expires, the new worker must keep its timer; when the new worker's timer expires, the
+    new worker must be killed, whatever the dead worker's timer says."""
+    thread_queue: queue.Queue[TimerRequest] = queue.Queue()
+    server = LocalTimerServer(thread_queue)
+    pid, started = stranger.pid, psutil.Process(stranger.pid).create_time()
+    past, future = clock() - 1, clock() + 60
+    dead_deadline, live_deadline = (
+        (past, future) if expired == "the-dead-workers" else (future, past)
+    )
+    thread_queue.put(arm(pid, "dead-worker", dead_deadline, started - 5.0))
+    thread_queue.put(arm(pid, "live-worker", live_deadline, started))
+    server._run_watchdog()
+    if expired == "the-dead-workers":
+        assert kills == []
+        assert alive(stranger)
+        assert server.next_expiration(clock()) == future, "the live worker's timer was dropped"
+    else:
+        # the reap is synchronous: a killed worker is already dead, at most unreaped
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            stranger.wait(2.0)
+        assert stranger.returncode == -signal.SIGKILL, "the live worker escaped its deadline"

@@ -2,13 +2,15 @@
 
 ``get(size, timeout)`` returns at most ``size`` requests, waits at most ``timeout`` for the
 first, and returns early when ``wake()`` is called; ``size()`` is a hint that never raises,
-even on platforms where ``Queue.qsize()`` raises NotImplementedError (macOS).
+even on platforms where ``Queue.qsize()`` raises NotImplementedError (macOS). The same holds
+for a ``multiprocessing.SimpleQueue``, which has no ``qsize()`` and no timeout on ``get``.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import queue
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -58,9 +60,16 @@ class NoQsizeQueue:
         return getattr(self._inner, name)
 
 
+@pytest.fixture(params=["Queue", "SimpleQueue"])
+def mp_queue(new_queue: Callable[..., Any], request: pytest.FixtureRequest) -> Any:
+    """Both kinds of ``multiprocessing`` queue a server can read."""
+    return new_queue("fork", request.param)
+
+
 @pytest.fixture
-def mp_queue(new_queue: Callable[..., Any]) -> Any:
-    return new_queue()
+def full_queue(new_queue: Callable[..., Any]) -> Any:
+    """A ``multiprocessing.Queue`` (the kind with ``qsize()``)."""
+    return new_queue("fork")
 
 
 # --- get -------------------------------------------------------------------------------
@@ -141,51 +150,53 @@ def test_a_thread_queue_works_with_its_own_timeout() -> None:
     assert 0.1 <= clock() - start < 0.1 + SLACK
 
 
-def test_a_simple_queue_is_supported_as_documented() -> None:
-    simple = multiprocessing.SimpleQueue()
-    try:
-        request_queue = MultiprocessingRequestQueue(simple)
-        (request,) = requests(1)
-        simple.put(request)
-        assert request_queue.size() >= 0
-        assert request_queue.get(10, 1) == [request]
-    finally:
-        simple.close()
-
-
 # --- size ------------------------------------------------------------------------------
 
 
-def test_size_counts_waiting_requests(mp_queue: Any) -> None:
-    request_queue = MultiprocessingRequestQueue(mp_queue)
+def test_size_counts_waiting_requests(full_queue: Any) -> None:
+    request_queue = MultiprocessingRequestQueue(full_queue)
     assert request_queue.size() == 0
-    flushed(mp_queue, *requests(4))
+    flushed(full_queue, *requests(4))
     assert request_queue.size() == 4
 
 
-def test_size_works_where_qsize_raises_not_implemented(mp_queue: Any) -> None:
-    no_qsize = NoQsizeQueue(mp_queue)
+def test_size_of_a_simple_queue_tells_empty_from_not(new_queue: Callable[..., Any]) -> None:
+    """``SimpleQueue`` has no ``qsize()`` at all."""
+    simple = new_queue("fork", "SimpleQueue")
+    request_queue = MultiprocessingRequestQueue(simple)
+    assert request_queue.size() == 0
+    flushed(simple, *requests(2))
+    assert request_queue.size() >= 1
+
+
+def test_size_works_where_qsize_raises_not_implemented(full_queue: Any) -> None:
+    no_qsize = NoQsizeQueue(full_queue)
     with pytest.raises(NotImplementedError):
         no_qsize.qsize()
     request_queue = MultiprocessingRequestQueue(no_qsize)
     assert request_queue.size() == 0
     sent = requests(2)
-    flushed(mp_queue, *sent)
+    flushed(full_queue, *sent)
     assert request_queue.size() >= 1
     assert request_queue.get(max(1, request_queue.size()), 1)[0] == sent[0]
 
 
-def test_a_server_on_a_queue_without_qsize_reaps_workers(
-    new_queue: Callable[..., Any], serve: Callable[..., Any]
+@pytest.mark.parametrize("kind", ["no-qsize", "SimpleQueue"])
+def test_a_server_on_a_queue_without_a_working_qsize_reaps_workers(
+    new_queue: Callable[..., Any], serve: Callable[..., Any], kind: str
 ) -> None:
     """End to end: torch's server calls ``qsize()`` every iteration and dies on macOS."""
-    context = multiprocessing.get_context("fork")
-    mp_queue = new_queue("fork")
-    serve(LocalTimerServer(NoQsizeQueue(mp_queue), max_interval=60))
+    context: Any = multiprocessing.get_context("fork")
+    if kind == "SimpleQueue":
+        mp_queue = served = new_queue("fork", "SimpleQueue")
+    else:
+        mp_queue = new_queue("fork")
+        served = NoQsizeQueue(mp_queue)
+    serve(LocalTimerServer(served, max_interval=60))
     worker = context.Process(target=workers.overrun, args=(mp_queue, 0.3))
     with running(worker):
         worker.join(WAIT)
-        assert worker.exitcode == -9
+        assert worker.exitcode == -signal.SIGKILL
 
 
 # --- LocalTimerClient ------------------------------------------------------------------
@@ -195,11 +206,13 @@ def test_a_server_on_a_queue_without_qsize_reaps_workers(
 def test_the_client_sends_its_own_pid_and_create_time(
     new_queue: Callable[..., Any], method: str
 ) -> None:
-    """A client made in the parent and used in a child (inherited through fork, or pickled
-    for spawn) identifies the child, not the parent."""
-    context = multiprocessing.get_context(method)
+    """A client made and used in the parent, then used in a child (inherited through fork,
+    or pickled for spawn), identifies the child there, not the parent."""
+    context: Any = multiprocessing.get_context(method)
     mp_queue = new_queue(method)
     client = LocalTimerClient(mp_queue)
+    client.acquire("parent", 1.0)
+    assert mp_queue.get(timeout=WAIT).worker_id == psutil.Process().pid
     child = context.Process(target=workers.arm_and_release, args=(client, "scope", 42.0))
     with running(child):
         started = psutil.Process(child.pid).create_time()
@@ -213,8 +226,8 @@ def test_the_client_sends_its_own_pid_and_create_time(
     assert received[1].is_release
 
 
-def test_the_client_in_the_parent_identifies_the_parent(mp_queue: Any) -> None:
-    client = LocalTimerClient(mp_queue)
+def test_the_client_in_the_parent_identifies_the_parent(full_queue: Any) -> None:
+    client = LocalTimerClient(full_queue)
     client.acquire("scope", 42.0)
     me = psutil.Process()
-    assert mp_queue.get(timeout=WAIT) == TimerRequest(me.pid, "scope", 42.0, me.create_time())
+    assert full_queue.get(timeout=WAIT) == TimerRequest(me.pid, "scope", 42.0, me.create_time())

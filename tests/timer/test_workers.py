@@ -35,11 +35,14 @@ KILLED = -signal.SIGKILL
 
 
 def start_server(
-    new_queue: Callable[..., Any], serve: Callable[..., Any], method: str, cls: type = LocalTimerServer
+    new_queue: Callable[..., Any],
+    serve: Callable[..., Any],
+    method: str,
+    cls: type = LocalTimerServer,
 ) -> tuple[Any, Any, Any]:
     """A context for ``method``, a queue of that context, and a server (``max_interval``
     60 s: every prompt reap below comes from waking at the deadline, not from polling)."""
-    context = multiprocessing.get_context(method)
+    context: Any = multiprocessing.get_context(method)
     mp_queue = new_queue(method)
     server = serve(cls(mp_queue, max_interval=60))
     return context, mp_queue, server
@@ -71,7 +74,7 @@ def test_of_eight_workers_exactly_the_four_stuck_ones_are_killed(
         context.Process(target=workers.finish_then_linger, args=(mp_queue, AFTER, 2 * AFTER))
         for _ in range(4)
     ]
-    everyone = [worker for pair in zip(stuck, quick) for worker in pair]
+    everyone = [worker for pair in zip(stuck, quick, strict=True) for worker in pair]
     with running(*everyone):
         end = clock() + 2 * WAIT
         for worker in everyone:
@@ -178,7 +181,7 @@ def test_a_timer_whose_pid_is_gone_or_names_another_process_never_signals(
 
 @pytest.mark.parametrize("method", START_METHODS)
 def test_a_child_process_reads_the_same_clock_as_its_parent(method: str) -> None:
-    context = multiprocessing.get_context(method)
+    context: Any = multiprocessing.get_context(method)
     reading = context.Value("d", -1.0, lock=False)
     child = context.Process(target=workers.read_clock, args=(reading,))
     before = clock()
@@ -187,3 +190,29 @@ def test_a_child_process_reads_the_same_clock_as_its_parent(method: str) -> None
     after = clock()
     assert child.exitcode == 0
     assert before <= reading.value <= after
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a multiprocessing queue's write lock, held by a killed worker, is never freed",
+)
+def test_a_worker_killed_while_holding_the_queues_write_lock_does_not_cut_off_the_others(
+    new_queue: Callable[..., Any], serve: Callable[..., Any]
+) -> None:
+    """Every client of a ``multiprocessing`` queue takes one shared lock around each send.
+    A worker SIGKILLed while that lock is held (it hung while its feeder thread was
+    sending) must not leave every later worker unable to arm a timer: such workers
+    could then overrun forever, and would hang at exit joining their feeder thread."""
+    context, mp_queue, server = start_server(new_queue, serve, "fork", RecordingServer)
+    go = context.Event()
+    frozen = context.Process(target=workers.freeze_holding_write_lock, args=(mp_queue, AFTER, go))
+    later = context.Process(target=workers.overrun, args=(mp_queue, AFTER))
+    with running(frozen):
+        assert server.wait_until(lambda: len(server.registered) == 1)
+        go.set()
+        frozen.join(WAIT)
+        assert frozen.exitcode == KILLED
+    with running(later):
+        died = seen_dead_at(later, 6 * AFTER)
+    assert died is not None, "the next worker's timer never reached the server"
+    assert later.exitcode == KILLED

@@ -85,3 +85,17 @@ def put_all(queue: Any, items: list[Any]) -> None:
     """Put ``items`` and exit; exiting waits until all of them are written to the pipe."""
     for item in items:
         queue.put(item)
+
+
+def freeze_holding_write_lock(queue: Any, after: float, go: Any) -> None:
+    """Overrun a scope frozen at the worst moment: holding the queue's write lock.
+
+    This is the state a worker is in when it hangs (GIL held in C code, say) while its
+    queue's feeder thread is between taking the lock and releasing it around a send. The
+    parent sets ``go`` once the server has this worker's timer.
+    """
+    configure(LocalTimerClient(queue))
+    with expires(after=after):
+        go.wait(HANG)
+        queue._wlock.acquire()
+        time.sleep(HANG)

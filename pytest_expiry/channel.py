@@ -1,20 +1,26 @@
-"""The private channel between test processes and the watchdog: a Unix stream socket.
+"""The private channel between test processes and the watchdog: Unix sockets in a directory
+that only the session's user can enter (mode 0700). On Linux the watchdog also checks each
+peer's credentials (``SO_PEERCRED``) and refuses other users.
 
-The socket lives in a directory only the session's user can enter (mode 0700); on Linux the
-watchdog also checks each peer's credentials (``SO_PEERCRED``) and refuses other users.
-
-Test process -> watchdog, fixed-size binary frames (cheap on the per-test path)::
+Test process -> watchdog, on a stream socket, fixed-size binary frames::
 
     kind (1 byte) | deadline | slow_at | armed_at (doubles) | length (uint32) | payload
 
 ``H`` hello (payload: ``pid,create_time``), ``A`` arm a scope (payload: scope id), ``R``
 release it. Watchdog -> test process: one JSON object per line (an escalation's event).
+
+Frames do not wake the watchdog: it sleeps until its next deadline and reads every socket at
+least each ``DRAIN_INTERVAL``. Waking it for every frame would cost two context switches per
+test, which on a busy machine is most of the plugin's per-test cost. A frame whose deadline
+is nearer than ``URGENT_WITHIN`` is followed by a byte on the wake socket, which the watchdog
+does wait on.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import selectors
 import socket
 import struct
@@ -26,14 +32,41 @@ from typing import Any
 
 import psutil
 
-from pytest_expiry.timer.api import RequestQueue, TimerClient, TimerRequest
+from pytest_expiry.timer.api import RequestQueue, TimerClient, TimerRequest, clock
 
-__all__ = ["ALL_SCOPES", "ChannelClient", "ChannelError", "ScopeRequest", "SocketRequestQueue"]
+__all__ = [
+    "ALL_SCOPES",
+    "DRAIN_INTERVAL",
+    "ChannelClient",
+    "ChannelError",
+    "ScopeRequest",
+    "SocketRequestQueue",
+    "bind_sockets",
+]
 
 _FRAME = struct.Struct("!cdddI")
 _HELLO, _ARM, _RELEASE = b"H", b"A", b"R"
+SOCKET_NAME, WAKE_NAME = "socket", "wake"
+DRAIN_INTERVAL = 0.05
+URGENT_WITHIN = 4 * DRAIN_INTERVAL
+_SEND_PATIENCE = 5.0
 ALL_SCOPES = "*"
 """Scope id of the release a queue emits when a peer disconnects: drop all its timers."""
+
+
+def bind_sockets(directory: str) -> tuple[socket.socket, socket.socket]:
+    """The watchdog's listening stream socket and its wake datagram socket."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    waker = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        listener.bind(os.path.join(directory, SOCKET_NAME))
+        listener.listen(128)
+        waker.bind(os.path.join(directory, WAKE_NAME))
+    except OSError:
+        listener.close()
+        waker.close()
+        raise
+    return listener, waker
 
 
 class ChannelError(OSError):
@@ -52,26 +85,45 @@ class ScopeRequest(TimerRequest):
 class ChannelClient(TimerClient):
     """The test process's end of the channel (one per process, connected once)."""
 
-    def __init__(self, path: str, timeout: float = 5.0) -> None:
+    def __init__(self, directory: str) -> None:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(timeout)
+        self._waker = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._wake_path = os.path.join(directory, WAKE_NAME)
         self._pending = b""
         try:
-            self._sock.connect(path)
+            self._sock.connect(os.path.join(directory, SOCKET_NAME))
+            self._sock.setblocking(False)  # no poll() before each send, and never stuck
             me = psutil.Process()
             self._send(_HELLO, 0.0, 0.0, 0.0, f"{me.pid},{me.create_time()!r}")
         except OSError as error:
-            self._sock.close()
-            raise ChannelError(f"cannot reach the expiry watchdog at {path}: {error}") from error
+            self.close()
+            raise ChannelError(
+                f"cannot reach the expiry watchdog in {directory}: {error}"
+            ) from error
 
     def _send(
         self, kind: bytes, deadline: float, slow_at: float, armed_at: float, payload: str
     ) -> None:
         data = payload.encode()
+        frame = _FRAME.pack(kind, deadline, slow_at, armed_at, len(data)) + data
         try:
-            self._sock.sendall(_FRAME.pack(kind, deadline, slow_at, armed_at, len(data)) + data)
+            sent = self._sock.send(frame)
+            if sent < len(frame):
+                self._send_slowly(frame[sent:])
+            if 0 < deadline < clock() + URGENT_WITHIN or 0 < slow_at < clock() + URGENT_WITHIN:
+                self._waker.sendto(b"!", self._wake_path)
+        except BlockingIOError:
+            self._send_slowly(frame)
         except OSError as error:
             raise ChannelError(f"the expiry watchdog went away: {error}") from error
+
+    def _send_slowly(self, data: bytes) -> None:
+        end = clock() + _SEND_PATIENCE
+        while data:
+            _, writable, _ = select.select([], [self._sock], [], max(0.0, end - clock()))
+            if not writable:
+                raise ChannelError("the expiry watchdog stopped reading its channel")
+            data = data[self._sock.send(data) :]
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
         self._send(_ARM, expiration_time, 0.0, 0.0, scope_id)
@@ -86,23 +138,27 @@ class ChannelClient(TimerClient):
 
     def receive_event(self, timeout: float) -> dict[str, Any] | None:
         """The next event the watchdog sent, waiting at most ``timeout`` seconds."""
-        self._sock.settimeout(timeout)
-        try:
-            while b"\n" not in self._pending:
+        end = clock() + timeout
+        while b"\n" not in self._pending:
+            readable, _, _ = select.select([self._sock], [], [], max(0.0, end - clock()))
+            if not readable:
+                return None
+            try:
                 chunk = self._sock.recv(65536)
-                if not chunk:
-                    return None
-                self._pending += chunk
-        except (TimeoutError, OSError):
-            return None
-        finally:
-            self._sock.settimeout(5.0)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            self._pending += chunk
         line, _, self._pending = self._pending.partition(b"\n")
         event: dict[str, Any] = json.loads(line)
         return event
 
     def close(self) -> None:
         self._sock.close()
+        self._waker.close()
 
 
 @dataclass
@@ -123,29 +179,61 @@ def _peer_uid_and_pid(sock: socket.socket) -> tuple[int, int] | None:
 
 
 class SocketRequestQueue(RequestQueue):
-    """The watchdog's end: accepts test processes and turns their frames into requests."""
+    """The watchdog's end: accepts test processes and turns their frames into requests.
 
-    def __init__(self, listener: socket.socket) -> None:
+    Peers are read on every ``get`` (at least each ``DRAIN_INTERVAL``), not when they write,
+    except peers under :meth:`watch`, whose next frame is awaited (an escalation's answer).
+    """
+
+    def __init__(self, listener: socket.socket, waker: socket.socket) -> None:
         self._listener = listener
+        self._waker = waker
         self._selector = selectors.DefaultSelector()
         self._selector.register(listener, selectors.EVENT_READ)
-        self._wake_reader, self._wake_writer = socket.socketpair()
-        self._selector.register(self._wake_reader, selectors.EVENT_READ)
+        self._selector.register(waker, selectors.EVENT_READ)
+        self._stop_reader, self._stop_writer = socket.socketpair()
+        self._selector.register(self._stop_reader, selectors.EVENT_READ)
         self._peers: dict[int, _Peer] = {}
+        self._watched: set[int] = set()
         self._ready: deque[TimerRequest] = deque()
 
     def size(self) -> int:
         return max(1, len(self._ready))
 
     def wake(self) -> None:
-        self._wake_writer.send(b"\0")
+        self._stop_writer.send(b"\0")
+
+    def watch(self, pid: int, watched: bool) -> None:
+        """Wake as soon as ``pid`` sends a frame (True), or only at the next drain (False)."""
+        for peer in list(self._peers.values()):
+            if peer.pid != pid or (peer.sock.fileno() in self._watched) == watched:
+                continue
+            if watched:
+                self._selector.register(peer.sock, selectors.EVENT_READ)
+                self._watched.add(peer.sock.fileno())
+            else:
+                self._selector.unregister(peer.sock)
+                self._watched.discard(peer.sock.fileno())
 
     def get(self, size: int, timeout: float) -> list[TimerRequest]:
         if not self._ready:
-            for key, _ in self._selector.select(timeout):
-                self._on_readable(key.fileobj)  # type: ignore[arg-type]
+            for key, _ in self._selector.select(min(timeout, DRAIN_INTERVAL)):
+                if key.fileobj is self._listener:
+                    self._accept()
+                elif key.fileobj in (self._waker, self._stop_reader):
+                    self._empty(key.fileobj)
+            for peer in list(self._peers.values()):
+                self._read(peer)
         count = min(max(size, 1), len(self._ready))
         return [self._ready.popleft() for _ in range(count)]
+
+    @staticmethod
+    def _empty(sock: socket.socket) -> None:
+        try:
+            while sock.recv(4096, socket.MSG_DONTWAIT):
+                pass
+        except BlockingIOError:
+            pass
 
     def send_event(self, pid: int, event: dict[str, Any]) -> bool:
         """Send ``event`` to the connected test process ``pid``; False if it is not there."""
@@ -159,14 +247,6 @@ class SocketRequestQueue(RequestQueue):
             return False
         return True
 
-    def _on_readable(self, fileobj: socket.socket) -> None:
-        if fileobj is self._listener:
-            self._accept()
-        elif fileobj is self._wake_reader:
-            self._wake_reader.recv(4096)
-        else:
-            self._read(self._peers[fileobj.fileno()])
-
     def _accept(self) -> None:
         try:
             sock, _ = self._listener.accept()
@@ -176,25 +256,30 @@ class SocketRequestQueue(RequestQueue):
         if credentials is not None and credentials[0] not in (os.getuid(), 0):
             sock.close()
             return
+        sock.setblocking(False)
         self._peers[sock.fileno()] = _Peer(sock)
-        self._selector.register(sock, selectors.EVENT_READ)
 
     def _drop(self, peer: _Peer) -> None:
-        self._selector.unregister(peer.sock)
+        if peer.sock.fileno() in self._watched:
+            self._watched.discard(peer.sock.fileno())
+            self._selector.unregister(peer.sock)
         del self._peers[peer.sock.fileno()]
         peer.sock.close()
         if peer.pid is not None:
             self._ready.append(TimerRequest(peer.pid, ALL_SCOPES, -1.0, peer.created))
 
     def _read(self, peer: _Peer) -> None:
-        try:
-            chunk = peer.sock.recv(65536)
-        except OSError:
-            chunk = b""
-        if not chunk:
-            self._drop(peer)
-            return
-        peer.buffer += chunk
+        while True:
+            try:
+                chunk = peer.sock.recv(65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._drop(peer)
+                return
+            peer.buffer += chunk
         while len(peer.buffer) >= _FRAME.size:
             kind, deadline, slow_at, armed_at, length = _FRAME.unpack_from(peer.buffer)
             end = _FRAME.size + length

@@ -34,9 +34,8 @@ class ExpiryController:
         self.log = ExpiryLog()
         self.exit_status = 0
 
-    def watchdog_address(self) -> tuple[str, str, ExpirySignals]:
-        """Start the watchdog if it is not running; return its socket, stacks directory and
-        signals."""
+    def watchdog_address(self) -> tuple[str, ExpirySignals]:
+        """Start the watchdog if it is not running; return its directory and signals."""
         if self.watchdog is None:
             capture: Any = self._config.pluginmanager.get_plugin("capturemanager")
             # the watchdog writes SLOW notices to the real terminal, not to a capture file
@@ -45,7 +44,7 @@ class ExpiryController:
                 self.watchdog = WatchdogProcess.launch(
                     self._settings.grace, self.signals, self._settings.report
                 )
-        return self.watchdog.socket_path, self.watchdog.stacks_directory, self.signals
+        return self.watchdog.directory, self.signals
 
     def pytest_report_header(self) -> list[str]:
         s = self._settings

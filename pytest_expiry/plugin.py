@@ -154,8 +154,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None:
         address = workerinput.get(WORKER_KEY)
         if address is not None:
-            socket_path, stacks, signal_text, session_deadline = address
-            fixed = (socket_path, stacks, parse_signals(signal_text))
+            directory, signal_text, session_deadline = address
+            fixed = (directory, parse_signals(signal_text))
             budget = _budget(settings, session_deadline)
             runner = ExpiryRunner(config, settings, lambda: fixed, budget)
             config.pluginmanager.register(runner, _RUNNER)

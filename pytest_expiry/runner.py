@@ -23,6 +23,7 @@ from pytest_expiry.report import describe_expiry, expiry_record
 from pytest_expiry.settings import MarkerError, Settings, item_deadline
 from pytest_expiry.signals import ExpirySignals
 from pytest_expiry.timer.api import clock
+from pytest_expiry.watchdog import stacks_directory
 
 __all__ = ["DEADLINE", "ExpiryRunner"]
 
@@ -41,7 +42,7 @@ class ExpiryRunner:
         self,
         config: pytest.Config,
         settings: Settings,
-        connect: Callable[[], tuple[str, str, ExpirySignals]],
+        connect: Callable[[], tuple[str, ExpirySignals]],
         budget: SessionBudget | None = None,
     ) -> None:
         self._config = config
@@ -56,13 +57,14 @@ class ExpiryRunner:
 
     def _start_guard(self) -> Guard | None:
         try:
-            socket_path, stacks_directory, signals = self._connect()
-            guard = Guard(ChannelClient(socket_path), signals.interrupt, self._settings.slow)
+            directory, signals = self._connect()
+            guard = Guard(ChannelClient(directory), signals.interrupt, self._settings.slow)
         except (ChannelError, OSError) as error:
             self.unavailable = str(error)
             return None
-        os.environ[stackhook.ENV_STACKS] = f"{signals.stacks}:{stacks_directory}"
-        stackhook.install(signals.stacks, stacks_directory)
+        stacks = stacks_directory(directory)
+        os.environ[stackhook.ENV_STACKS] = f"{signals.stacks}:{stacks}"
+        stackhook.install(signals.stacks, stacks)
         self.guard = guard
         return guard
 

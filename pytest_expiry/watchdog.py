@@ -21,15 +21,22 @@ import tempfile
 import threading
 from typing import Any
 
-from pytest_expiry.channel import ALL_SCOPES, ScopeRequest, SocketRequestQueue
+from pytest_expiry.channel import ALL_SCOPES, ScopeRequest, SocketRequestQueue, bind_sockets
 from pytest_expiry.escalation import Escalation, LadderSettings
 from pytest_expiry.report import ExpiryLog, describe_expiry, hard_kill_record
 from pytest_expiry.signals import ExpirySignals, parse_signals
 from pytest_expiry.timer.api import TimerRequest, TimerServer, clock
 
-__all__ = ["ExpiryServer", "WatchdogProcess", "main"]
+__all__ = ["ExpiryServer", "WatchdogProcess", "main", "stacks_directory"]
 
 EVENTS_FILE = "events.jsonl"
+
+
+def stacks_directory(directory: str) -> str:
+    """Where the processes of a session's tests write their stack dumps."""
+    return os.path.join(directory, "stacks")
+
+
 _Key = tuple[Any, str]
 
 
@@ -60,6 +67,7 @@ class ExpiryServer(TimerServer):
             escalation = self._escalations.pop(request.worker_id, None)
             if escalation is not None:
                 escalation.answered()
+                self._queue.watch(request.worker_id, False)
             key = (request.worker_id, request.scope_id)
             if request.scope_id == ALL_SCOPES:
                 self.clear_timers({request.worker_id})
@@ -105,6 +113,7 @@ class ExpiryServer(TimerServer):
             if key[0] == worker_id and request.expiration_time <= clock():
                 escalation = Escalation(request, self._settings, self._deliver)
                 self._escalations[worker_id] = escalation
+                self._queue.watch(worker_id, True)  # its answer must be seen at once
                 escalation.start()
         return True
 
@@ -133,15 +142,18 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the watchdog process (``python -m pytest_expiry.watchdog``)."""
     parser = argparse.ArgumentParser(prog="pytest_expiry.watchdog")
     parser.add_argument("--listen-fd", type=int, required=True)
+    parser.add_argument("--wake-fd", type=int, required=True)
     parser.add_argument("--directory", required=True)
     parser.add_argument("--grace", type=float, required=True)
     parser.add_argument("--signals", type=parse_signals, required=True)
     parser.add_argument("--report")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    listener = socket.socket(fileno=args.listen_fd)
-    settings = LadderSettings(args.grace, args.signals, os.path.join(args.directory, "stacks"))
-    server = ExpiryServer(SocketRequestQueue(listener), settings, args.directory, args.report)
+    queue = SocketRequestQueue(
+        socket.socket(fileno=args.listen_fd), socket.socket(fileno=args.wake_fd)
+    )
+    settings = LadderSettings(args.grace, args.signals, stacks_directory(args.directory))
+    server = ExpiryServer(queue, settings, args.directory, args.report)
     server.start()
     sys.stdin.buffer.read()
     server.stop()
@@ -154,14 +166,6 @@ class WatchdogProcess:
         self.directory = directory
         self.process = process
 
-    @property
-    def socket_path(self) -> str:
-        return os.path.join(self.directory, "socket")
-
-    @property
-    def stacks_directory(self) -> str:
-        return os.path.join(self.directory, "stacks")
-
     @classmethod
     def launch(
         cls, grace: float, signals: ExpirySignals, report: str | None = None
@@ -169,25 +173,28 @@ class WatchdogProcess:
         """Start a watchdog with a fresh private directory (mode 0700) and socket."""
         base = None if len(tempfile.gettempdir()) < 60 else "/tmp"
         directory = tempfile.mkdtemp(prefix="pytest-expiry-", dir=base)
-        os.mkdir(os.path.join(directory, "stacks"))
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        os.mkdir(stacks_directory(directory))
         try:
-            listener.bind(os.path.join(directory, "socket"))
-            listener.listen(128)
+            listener, waker = bind_sockets(directory)
+        except OSError:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        try:
+            fds = [listener.fileno(), waker.fileno()]
             command = [
                 sys.executable, "-m", "pytest_expiry.watchdog",
-                "--listen-fd", str(listener.fileno()), "--directory", directory,
+                "--listen-fd", str(fds[0]), "--wake-fd", str(fds[1]), "--directory", directory,
                 "--grace", repr(grace), "--signals", signals.encode(),
             ] + (["--report", os.path.abspath(report)] if report else [])  # fmt: skip
             process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, pass_fds=[listener.fileno()],
-                start_new_session=True,
-            )  # fmt: skip
+                command, stdin=subprocess.PIPE, pass_fds=fds, start_new_session=True
+            )
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             raise
         finally:
             listener.close()
+            waker.close()
         return cls(directory, process)
 
     def alive(self) -> bool:

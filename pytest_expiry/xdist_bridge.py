@@ -53,9 +53,9 @@ class XdistBridge:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
-        socket_path, stacks, signals = self._controller.watchdog_address()
+        directory, signals = self._controller.watchdog_address()
         deadline = self._controller.session_deadline
-        node.workerinput[WORKER_KEY] = (socket_path, stacks, signals.encode(), deadline)
+        node.workerinput[WORKER_KEY] = (directory, signals.encode(), deadline)
 
     def _hard_kill_event(self, nodeid: str) -> dict[str, Any] | None:
         watchdog = self._controller.watchdog

@@ -108,6 +108,7 @@ class TimerServer(abc.ABC):
         self._max_interval = max_interval
         self._daemon = daemon
         self._stop_signaled = False
+        self._stopping = threading.Event()
         self._watchdog_thread: threading.Thread | None = None
         self._lifecycle = threading.Lock()
 
@@ -163,7 +164,8 @@ class TimerServer(abc.ABC):
             try:
                 self._run_watchdog()
             except Exception:
-                log.exception("timer server loop error; continuing")
+                log.exception("timer server loop error; retrying")
+                self._stopping.wait(min(self._max_interval, 0.1))  # a broken queue must not spin
 
     def start(self) -> None:
         """Start the loop in a thread; a server that is already running is left as it is."""
@@ -171,6 +173,7 @@ class TimerServer(abc.ABC):
             if self._watchdog_thread is not None and self._watchdog_thread.is_alive():
                 return
             self._stop_signaled = False
+            self._stopping.clear()
             self._watchdog_thread = threading.Thread(
                 target=self._watchdog_loop, name="expiry-timer-server", daemon=self._daemon
             )
@@ -180,6 +183,7 @@ class TimerServer(abc.ABC):
         """Stop the loop and wait for its thread (at most ``max_interval``)."""
         with self._lifecycle:
             self._stop_signaled = True
+            self._stopping.set()
             self._request_queue.wake()
             if self._watchdog_thread is not None:
                 self._watchdog_thread.join(self._max_interval)

@@ -10,7 +10,7 @@ from typing import Any
 import psutil
 
 from pytest_expiry import procs
-from pytest_expiry.timer.api import RequestQueue, TimerClient, TimerRequest, TimerServer
+from pytest_expiry.timer.api import RequestQueue, TimerClient, TimerRequest, TimerServer, clock
 
 __all__ = ["LocalTimerClient", "LocalTimerServer", "MultiprocessingRequestQueue"]
 
@@ -145,10 +145,20 @@ class LocalTimerServer(TimerServer):
         return min(upcoming, default=None)
 
     def _reap_worker(self, worker_id: Any) -> bool:
-        created = next(
-            (r.worker_started for (w, _), r in self._timers.items() if w == worker_id), None
-        )
-        worker = procs.identify(int(worker_id), created)
-        if worker is not None:
-            procs.end_processes([worker], grace=0)
-        return True
+        """Kill each process that armed an expired timer under ``worker_id``, if it is still
+        the same process; drop its timers. A process that has since taken the pid keeps its
+        own timers (then False: not every timer of the pid is gone)."""
+        now = clock()
+        expired = {
+            r.worker_started
+            for (w, _), r in self._timers.items()
+            if w == worker_id and r.expiration_time <= now
+        }
+        for started in expired:
+            worker = procs.identify(int(worker_id), started)
+            if worker is not None:
+                procs.end_processes([worker], grace=0)
+        for key in [k for k, r in self._timers.items() if k[0] == worker_id]:
+            if self._timers[key].worker_started in expired:
+                del self._timers[key]
+        return not any(key[0] == worker_id for key in self._timers)

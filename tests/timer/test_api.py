@@ -553,7 +553,6 @@ def test_stop_before_start_is_harmless() -> None:
     assert server._watchdog_thread is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a failing iteration is retried at once, forever")
 def test_a_loop_whose_every_iteration_fails_backs_off_instead_of_spinning(
     serve: Callable[[TimerServer], Any], caplog: pytest.LogCaptureFixture
 ) -> None:

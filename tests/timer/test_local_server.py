@@ -300,11 +300,6 @@ def test_a_stopped_server_can_be_started_again(new_queue: Callable[..., Any]) ->
 # --- a recycled pid with timers of both processes ------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: timers are reaped and cleared by pid; the identity of the pid's first timer "
-    "decides for all of them",
-)
 @pytest.mark.parametrize(
     "expired", ["the-dead-workers", "the-live-workers"], ids=lambda name: f"{name}-timer-expires"
 )
@@ -332,5 +327,5 @@ def test_timers_of_a_dead_worker_and_of_the_process_reusing_its_pid_are_kept_apa
     else:
         # the reap is synchronous: a killed worker is already dead, at most unreaped
         with contextlib.suppress(subprocess.TimeoutExpired):
-            stranger.wait(2.0)
+            stranger.wait(1.0)
         assert stranger.returncode == -signal.SIGKILL, "the live worker escaped its deadline"

@@ -213,6 +213,6 @@ def test_a_worker_killed_while_holding_the_queues_write_lock_does_not_cut_off_th
         frozen.join(WAIT)
         assert frozen.exitcode == KILLED
     with running(later):
-        died = seen_dead_at(later, 6 * AFTER)
+        died = seen_dead_at(later, 4 * AFTER)
     assert died is not None, "the next worker's timer never reached the server"
     assert later.exitcode == KILLED

@@ -66,6 +66,7 @@ class Guard:
         self.scope: ActiveScope | None = None
         self.broken: str | None = None
         self._paused_left: float | None = None
+        self._paused_at = 0.0
         signal.signal(interrupt_signal, self._on_interrupt)
 
     def _send(self, arm: bool, scope: ActiveScope) -> None:
@@ -104,13 +105,15 @@ class Guard:
     def pause(self) -> None:
         """A debugger took over: stop the clock of the current scope."""
         if self.scope is not None and self._paused_left is None:
-            self._paused_left = max(0.0, self.scope.deadline - clock())
+            self._paused_at = clock()
+            self._paused_left = max(0.0, self.scope.deadline - self._paused_at)
             self._send(False, self.scope)
 
     def resume(self) -> None:
         """The debugger is gone: the scope gets back the time it had left."""
         left, self._paused_left = self._paused_left, None
         if self.scope is not None and left is not None:
+            self.scope.armed_at += clock() - self._paused_at  # debugging time is not the test's
             self.rearm(left)
 
     def await_event(self, nodeid: str, timeout: float) -> dict[str, Any] | None:

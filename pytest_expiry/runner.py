@@ -69,15 +69,20 @@ class ExpiryRunner:
         return guard
 
     @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        errors = []
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, items: list[pytest.Item]
+    ) -> None:
+        errors: dict[pytest.Item, str] = {}
         for item in items:
             try:
                 item.stash[DEADLINE] = item_deadline(item, self._settings)
             except MarkerError as error:
-                errors.append(f"{item.nodeid}: {error}")
-        if errors:
-            raise pytest.UsageError("invalid expiry markers:\n  " + "\n  ".join(errors))
+                errors[item] = f"{item.nodeid}: {error}"
+        if errors and not hasattr(self._config, "workerinput"):
+            raise pytest.UsageError("invalid expiry markers:\n  " + "\n  ".join(errors.values()))
+        if errors:  # an xdist worker cannot end the run with a usage error: report per item
+            _report_marker_errors(session, errors)
+            items[:] = [item for item in items if item not in errors]
         manager = self._config.pluginmanager
         if any(item.stash[DEADLINE][1] for item in items) and not manager.has_plugin(_FUNC_ONLY):
             manager.register(_FuncOnlyScopes(self), _FUNC_ONLY)
@@ -110,13 +115,18 @@ class ExpiryRunner:
         report = yield
         guard = self.guard
         scope = guard.scope if guard is not None else None
+        if call.when == "call" and self._settings.slow and item.stash[DEADLINE][1]:
+            seconds = item.stash[DEADLINE][0]  # a func_only scope is the call phase alone
+            if seconds and not getattr(report, "expiry", None):
+                self._note_if_slow(item.nodeid, seconds, call.duration, report)
         if guard is None or scope is None or scope.nodeid != item.nodeid:
             return report
         if scope.expired_in == call.when:
             self._complete_expiry(guard, scope, call, report, item.stash[DEADLINE][1])
+            item.user_properties.append(report.user_properties[-1])  # JUnit reads the item's
             item.ihook.pytest_expiry_expired(item=item, event=report.expiry[0])
-        elif call.when == "teardown" and self._settings.slow:
-            self._note_if_slow(scope, report)
+        elif call.when == "teardown" and self._settings.slow and scope.expired_in is None:
+            self._note_if_slow(scope.nodeid, scope.seconds, clock() - scope.armed_at, report)
         return report
 
     def _account(self, guard: Guard, scope: ActiveScope, phase: str) -> dict[str, Any]:
@@ -169,12 +179,13 @@ class ExpiryRunner:
             _attach(report, record)
         return report
 
-    def _note_if_slow(self, scope: ActiveScope, report: pytest.TestReport) -> None:
-        elapsed = clock() - scope.armed_at
-        if scope.expired_in is None and elapsed >= self._settings.slow * scope.seconds:
+    def _note_if_slow(
+        self, nodeid: str, seconds: float, elapsed: float, report: pytest.TestReport
+    ) -> None:
+        if elapsed >= self._settings.slow * seconds and not getattr(report, "expiry", None):
             record = {
-                "event": "slow", "nodeid": scope.nodeid, "phase": "teardown",
-                "deadline": scope.seconds, "elapsed": round(elapsed, 4),
+                "event": "slow", "nodeid": nodeid, "phase": report.when,
+                "deadline": seconds, "elapsed": round(elapsed, 4),
             }  # fmt: skip
             report.expiry = [record]  # type: ignore[attr-defined]
 
@@ -220,6 +231,18 @@ class _FuncOnlyScopes:
         finally:
             if guard.scope is not None and guard.scope.expired_in is None:
                 guard.release()
+
+
+def _report_marker_errors(session: pytest.Session, errors: dict[pytest.Item, str]) -> None:
+    """A collection error for each module whose tests have invalid expiry markers."""
+    by_module: dict[str, list[str]] = {}
+    for item, message in errors.items():
+        module = item.nodeid.split("::")[0]
+        by_module.setdefault(module, []).append(message)
+    for module, messages in by_module.items():
+        longrepr = "invalid expiry markers:\n  " + "\n  ".join(messages)
+        report = pytest.CollectReport(module, "failed", longrepr, [])
+        session.ihook.pytest_collectreport(report=report)
 
 
 def _attach(report: pytest.TestReport | pytest.CollectReport, record: dict[str, Any]) -> None:

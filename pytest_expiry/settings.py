@@ -55,7 +55,9 @@ def positive(text: str) -> float:
 def fraction(text: str) -> float:
     """The SLOW threshold: a fraction of the deadline, 0 <= f < 1 (0 disables)."""
     return _number(
-        text, "a fraction of the deadline from 0 to 1 (0 disables)", lambda v: 0 <= v < 1
+        text,
+        "a fraction of the deadline, at least 0 and below 1 (0 disables)",
+        lambda v: 0 <= v < 1,
     )
 
 
@@ -141,12 +143,16 @@ def _default_seconds(config: pytest.Config, compat: bool) -> float:
     sources.append(("ini option expiry", config.getini("expiry")))
     if compat:
         sources.append(("ini option timeout", config.getini("timeout")))
-    for where, value in sources:
+    chosen: float | None = None
+    for where, value in sources:  # every source given is checked, even one that is overridden
         if isinstance(value, float):
-            return value
-        if value is not None and str(value).strip() != "":
-            return _checked(f"{where} = {value}", str(value).strip(), seconds)
-    return 0.0
+            parsed = value
+        elif value is not None and str(value).strip() != "":
+            parsed = _checked(f"{where} = {value}", str(value).strip(), seconds)
+        else:
+            continue
+        chosen = parsed if chosen is None else chosen
+    return chosen or 0.0
 
 
 class MarkerError(Exception):
@@ -165,14 +171,13 @@ def _marker_seconds(marker: pytest.Mark, keyword: str) -> tuple[float, bool | No
     value, func_only = args[0], marker.kwargs.get("func_only")
     if value is None:
         value = 0
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise MarkerError(
-            f"@pytest.mark.{marker.name}({value!r}): {keyword} must be {_SECONDS_HELP}"
-        )
-    if not math.isfinite(value) or value < 0:
-        raise MarkerError(
-            f"@pytest.mark.{marker.name}({value!r}): {keyword} must be {_SECONDS_HELP}"
-        )
+    try:
+        valid = not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    except (TypeError, OverflowError):  # not a number, or an int too large for a float
+        valid = False
+    if not valid:
+        shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
+        raise MarkerError(f"@pytest.mark.{marker.name}({shown}): {keyword} must be {_SECONDS_HELP}")
     if func_only is not None and not isinstance(func_only, bool):
         raise MarkerError(
             f"@pytest.mark.{marker.name}: func_only must be True or False, not {func_only!r}"

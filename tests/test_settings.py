@@ -214,11 +214,6 @@ def test_a_marker_with_bad_arguments_is_an_error_naming_them_and_what_is_allowed
         assert name in str(error.value)
 
 
-@pytest.mark.xfail(
-    reason="plugin bug: math.isfinite() raises OverflowError for ints beyond float range, "
-    "which escapes item_deadline (INTERNALERROR in a real run)",
-    raises=OverflowError,
-)
 def test_a_marker_with_a_huge_integer_is_a_marker_error():
     with pytest.raises(MarkerError):
         deadline_of(mark("expires", 10**400))

@@ -421,11 +421,6 @@ def test_a_test_past_the_slow_fraction_is_named_while_it_runs_and_in_the_summary
     run.result.stdout.re_match_lines([r"SLOW \S+::test_sleeps: 0\.\d\d s of its 1 s deadline"])
 
 
-@pytest.mark.xfail(
-    reason="plugin bug: a func_only scope is released after the call, so the SLOW check at "
-    "teardown finds no scope; the live notice comes, the summary and JSON miss the test",
-    strict=True,
-)
 def test_a_slow_func_only_test_is_listed_in_the_summary(pytester, run_pytest):
     write_test(pytester, 0.6, ["@pytest.mark.expires(1, func_only=True)"])
     run = run_pytest("--expiry-slow=0.3")
@@ -555,11 +550,6 @@ def test_a_bad_option_value_is_a_usage_error_in_a_real_run(pytester, run_pytest)
     assert "Traceback" not in run.output
 
 
-@pytest.mark.xfail(
-    reason="plugin bug: under xdist the worker's UsageError from collection_modifyitems "
-    "becomes INTERNALERROR (xdist asserts on the crash item), exit code 3, message lost",
-    strict=True,
-)
 def test_a_marker_with_bad_arguments_under_xdist_is_a_clear_error(pytester, run_pytest):
     """The session fails, not with an internal error, and says which marker is wrong (exit
     code 4, as without xdist, would be best; a failed or interrupted session will do)."""

@@ -17,6 +17,7 @@ import pytest
 from pytest_expiry import hookspecs
 from pytest_expiry.budget import SessionBudget
 from pytest_expiry.controller import ExpiryController
+from pytest_expiry.leaks import LEAK_MODES
 from pytest_expiry.runner import ExpiryRunner
 from pytest_expiry.settings import (
     Settings,
@@ -63,6 +64,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="deadlines cover the test function only, not its fixtures' setup and teardown.",
     )  # fmt: skip
     group.addoption(
+        "--expiry-leaks", choices=LEAK_MODES, metavar="MODE",
+        help="processes a test leaves running after its teardown: kill (report and end them; "
+        "the default on Linux), warn (report only), fail (end them and fail the test), off.",
+    )  # fmt: skip
+    group.addoption(
         "--expiry-session", type=seconds, metavar="SECONDS",
         help="budget of the whole session: once exceeded, the running test expires and no "
         "further test runs (they are reported as skipped: not run).",
@@ -99,6 +105,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ("expiry_slow", "fraction of the deadline after which a test is SLOW (default 0.5)"),
         ("expiry_func_only", "true: deadlines cover the test function only"),
         ("expiry_report", "path of the JSON report"),
+        ("expiry_leaks", "kill, warn, fail or off: processes a test leaves running"),
         ("expiry_session", "budget of the whole session in seconds (0: none)"),
         ("expiry_collect", "deadline for importing each test module (default: expiry)"),
         ("expiry_exit", "seconds the interpreter may take to exit after the session"),

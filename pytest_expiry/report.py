@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the watchdog process uses this module without importing pytest
     import pytest
 
-__all__ = ["ExpiryLog", "describe_expiry", "expiry_record", "hard_kill_record"]
+__all__ = ["ExpiryLog", "describe_expiry", "describe_leak", "expiry_record", "hard_kill_record"]
 
 
 def _command(cmdline: list[str]) -> str:
@@ -88,6 +88,18 @@ def describe_expiry(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def describe_leak(record: dict[str, Any]) -> str:
+    """The text of a LEAKED record: which processes outlived the test, and what was done."""
+    done = {"kill": "ended", "fail": "ended", "warn": "left running"}[record["action"]]
+    lines = [f"{record['nodeid']} left {len(record['pids'])} processes running ({done}):"]
+    for process in record["processes"]:
+        sent = ", ".join(record["signals"].get(str(process["pid"]), [])) or "-"
+        lines.append(
+            f"  pid {process['pid']:>7}  signals: {sent:<16}  {_command(process['cmdline'])}"
+        )
+    return "\n".join(lines)
+
+
 @dataclass
 class ExpiryLog:
     """Every expiry event of the session, gathered where the reports arrive."""
@@ -111,6 +123,8 @@ class ExpiryLog:
                 f"{how} {record['nodeid']}{where} after {record['elapsed']:.2f} s "
                 f"(deadline {round(record['deadline'], 3):g} s); processes signalled: {killed}"
             )
+        for record in self.of_kind("leaked"):
+            lines.append(f"LEAKED {describe_leak(record)}")
         not_run = self.of_kind("not_run")
         if not_run:
             lines.append(f"SESSION BUDGET exceeded: {len(not_run)} tests not run")
@@ -130,6 +144,7 @@ class ExpiryLog:
             "expired": len(self.of_kind("expired", "hard_killed")),
             "slow": len(self.of_kind("slow")),
             "not_run": len(self.of_kind("not_run")),
+            "leaked": len(self.of_kind("leaked")),
             "events": self.records,
         }
         try:

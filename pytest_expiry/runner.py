@@ -19,7 +19,8 @@ from pytest_expiry.budget import SessionBudget
 from pytest_expiry.channel import ChannelClient, ChannelError
 from pytest_expiry.errors import Expired
 from pytest_expiry.guard import ActiveScope, Guard
-from pytest_expiry.report import describe_expiry, expiry_record
+from pytest_expiry.leaks import LeakWatch
+from pytest_expiry.report import describe_expiry, describe_leak, expiry_record
 from pytest_expiry.settings import MarkerError, Settings, item_deadline
 from pytest_expiry.signals import ExpirySignals
 from pytest_expiry.timer.api import clock
@@ -52,6 +53,7 @@ class ExpiryRunner:
         if budget is not None:
             config.pluginmanager.register(budget, "expiry-session-budget")
         self.guard: Guard | None = None
+        self.leaks: LeakWatch | None = None
         self.unavailable: str | None = None
         self._warned = False
 
@@ -65,6 +67,9 @@ class ExpiryRunner:
         stacks = stacks_directory(directory)
         os.environ[stackhook.ENV_STACKS] = f"{signals.stacks}:{stacks}"
         stackhook.install(signals.stacks, stacks)
+        if self._settings.leaks != "off":
+            self.leaks = LeakWatch(self._settings.leaks, self._settings.grace)
+            self._config.pluginmanager.register(_FixtureProcesses(self.leaks), "expiry-leaks")
         self.guard = guard
         return guard
 
@@ -115,6 +120,8 @@ class ExpiryRunner:
         report = yield
         guard = self.guard
         scope = guard.scope if guard is not None else None
+        if call.when == "teardown" and self.leaks is not None:
+            self._check_leaks(item, report)
         if call.when == "call" and self._settings.slow and item.stash[DEADLINE][1]:
             seconds = item.stash[DEADLINE][0]  # a func_only scope is the call phase alone
             if seconds and not getattr(report, "expiry", None):
@@ -189,6 +196,21 @@ class ExpiryRunner:
             }  # fmt: skip
             report.expiry = [record]  # type: ignore[attr-defined]
 
+    def _check_leaks(self, item: pytest.Item, report: pytest.TestReport) -> None:
+        assert self.leaks is not None
+        record = self.leaks.check(item.nodeid)
+        if record is None:
+            return
+        text = describe_leak(record)
+        if self.leaks.mode == "fail" and report.passed:
+            report.outcome = "failed"
+            report.longrepr = text
+        else:
+            report.sections.append(("expiry: leaked processes", text))
+        earlier = getattr(report, "expiry", None) or []
+        report.expiry = [*earlier, record]  # type: ignore[attr-defined]
+        report.user_properties.append(("expiry_leaked", " ".join(map(str, record["pids"]))))
+
     def _warn_if_broken(self, guard: Guard | None) -> None:
         problem = self.unavailable or (guard.broken if guard is not None else None)
         if problem and not self._warned:
@@ -257,3 +279,21 @@ def _attach(report: pytest.TestReport | pytest.CollectReport, record: dict[str, 
     report.expiry = [record]  # type: ignore[union-attr]
     summary = f"expired in {record['phase']} after {record['elapsed']:.2f} s"
     getattr(report, "user_properties", []).append(("expiry", summary))
+
+
+class _FixtureProcesses:
+    """Processes started while a wider-scoped fixture is set up belong to that fixture, not
+    to the test during whose setup it happened. Registered only with leak detection on."""
+
+    def __init__(self, leaks: LeakWatch) -> None:
+        self._leaks = leaks
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, object, object]:
+        if fixturedef.scope == "function":
+            return (yield)
+        before = self._leaks.children()
+        try:
+            return (yield)
+        finally:
+            self._leaks.owned_by_fixture(self._leaks.children() - before)

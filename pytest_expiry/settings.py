@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from pytest_expiry import leaks
+
 __all__ = [
     "MarkerError",
     "Settings",
@@ -84,6 +86,7 @@ class Settings:
     collect: float
     exit: float
     session: float
+    leaks: str
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -101,6 +104,7 @@ class Settings:
             collect=_value(config, "expiry_collect", seconds, default) * scale,
             exit=_value(config, "expiry_exit", seconds, 10.0 if default else 0.0) * scale,
             session=_value(config, "expiry_session", seconds, 0.0) * scale,
+            leaks=_leak_mode(config),
         )
 
 
@@ -118,6 +122,17 @@ def _value(config: pytest.Config, name: str, parse: Any, default: float) -> floa
         return float(option)
     ini = config.getini(name)
     return _checked(f"ini option {name} = {ini}", ini, parse) if ini else default
+
+
+def _leak_mode(config: pytest.Config) -> str:
+    mode = config.getoption("expiry_leaks") or str(config.getini("expiry_leaks")).strip()
+    if not mode:
+        return "kill" if leaks.supported() else "off"
+    if mode not in leaks.LEAK_MODES:
+        raise pytest.UsageError(
+            f"ini option expiry_leaks = {mode}: expected one of {', '.join(leaks.LEAK_MODES)}"
+        )
+    return mode if leaks.supported() else "off"
 
 
 def _flag(config: pytest.Config, name: str, default: bool) -> bool:

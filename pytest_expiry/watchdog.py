@@ -25,7 +25,7 @@ from pytest_expiry.channel import ALL_SCOPES, ScopeRequest, SocketRequestQueue, 
 from pytest_expiry.escalation import Escalation, LadderSettings
 from pytest_expiry.report import ExpiryLog, describe_expiry, hard_kill_record
 from pytest_expiry.signals import ExpirySignals, parse_signals
-from pytest_expiry.timer.api import TimerRequest, TimerServer, clock
+from pytest_expiry.timer.api import TimerRequest, TimerServer, clock, expired_by_worker
 
 __all__ = ["ExpiryServer", "WatchdogProcess", "main", "stacks_directory"]
 
@@ -86,11 +86,7 @@ class ExpiryServer(TimerServer):
             self._slow.pop(key, None)
 
     def get_expired_timers(self, deadline: float) -> dict[Any, list[TimerRequest]]:
-        expired: dict[Any, list[TimerRequest]] = {}
-        for request in self._timers.values():
-            if request.expiration_time <= deadline:
-                expired.setdefault(request.worker_id, []).append(request)
-        return expired
+        return expired_by_worker(self._timers.values(), deadline)
 
     def next_expiration(self, after: float) -> float | None:
         times = [r.expiration_time for r in self._timers.values()] + list(self._slow.values())

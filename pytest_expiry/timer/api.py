@@ -18,6 +18,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -188,6 +189,18 @@ class TimerServer(abc.ABC):
             if self._watchdog_thread is not None:
                 self._watchdog_thread.join(self._max_interval)
                 self._watchdog_thread = None
+
+
+def expired_by_worker(
+    timers: Iterable[TimerRequest], deadline: float
+) -> dict[Any, list[TimerRequest]]:
+    """The timers that expire at or before ``deadline``, grouped by worker (a helper for
+    :meth:`TimerServer.get_expired_timers`)."""
+    expired: dict[Any, list[TimerRequest]] = {}
+    for request in timers:
+        if request.expiration_time <= deadline:
+            expired.setdefault(request.worker_id, []).append(request)
+    return expired
 
 
 _timer_client: TimerClient | None = None

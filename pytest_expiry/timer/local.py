@@ -10,7 +10,14 @@ from typing import Any
 import psutil
 
 from pytest_expiry import procs
-from pytest_expiry.timer.api import RequestQueue, TimerClient, TimerRequest, TimerServer, clock
+from pytest_expiry.timer.api import (
+    RequestQueue,
+    TimerClient,
+    TimerRequest,
+    TimerServer,
+    clock,
+    expired_by_worker,
+)
 
 __all__ = ["LocalTimerClient", "LocalTimerServer", "MultiprocessingRequestQueue"]
 
@@ -134,11 +141,7 @@ class LocalTimerServer(TimerServer):
             del self._timers[key]
 
     def get_expired_timers(self, deadline: float) -> dict[Any, list[TimerRequest]]:
-        expired: dict[Any, list[TimerRequest]] = {}
-        for request in self._timers.values():
-            if request.expiration_time <= deadline:
-                expired.setdefault(request.worker_id, []).append(request)
-        return expired
+        return expired_by_worker(self._timers.values(), deadline)
 
     def next_expiration(self, after: float) -> float | None:
         upcoming = [r.expiration_time for r in self._timers.values() if r.expiration_time > after]

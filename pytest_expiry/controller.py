@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from pytest_expiry.exitguard import bound_exit
+from pytest_expiry.launcher import WatchdogProcess
 from pytest_expiry.report import ExpiryLog
 from pytest_expiry.settings import Settings
 from pytest_expiry.signals import ExpirySignals
-from pytest_expiry.watchdog import WatchdogProcess
 
 __all__ = ["ExpiryController"]
 

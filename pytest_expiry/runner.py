@@ -19,12 +19,12 @@ from pytest_expiry.budget import SessionBudget
 from pytest_expiry.channel import ChannelClient, ChannelError
 from pytest_expiry.errors import Expired
 from pytest_expiry.guard import ActiveScope, Guard
+from pytest_expiry.launcher import stacks_directory
 from pytest_expiry.leaks import LeakWatch
 from pytest_expiry.report import describe_expiry, describe_leak, expiry_record
 from pytest_expiry.settings import MarkerError, Settings, item_deadline
 from pytest_expiry.signals import ExpirySignals
 from pytest_expiry.timer.api import clock
-from pytest_expiry.watchdog import stacks_directory
 
 __all__ = ["DEADLINE", "ExpiryRunner"]
 

@@ -12,7 +12,7 @@ overrides both.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 import signal
 import sys
@@ -68,14 +68,11 @@ def default_signals() -> ExpirySignals:
     return ExpirySignals(stacks=int(signal.SIGUSR2), interrupt=int(signal.SIGUSR1))
 
 
-def _load_tgkill() -> Any:
+@functools.cache
+def _tgkill() -> Any:
     if not sys.platform.startswith("linux"):
         return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    return getattr(libc, "tgkill", None)
-
-
-_tgkill = _load_tgkill()
+    return getattr(ctypes.CDLL(None, use_errno=True), "tgkill", None)
 
 
 def signal_main_thread(pid: int, signum: int) -> None:
@@ -85,8 +82,9 @@ def signal_main_thread(pid: int, signum: int) -> None:
     with EINTR, so that the Python handler runs at once. Raises ProcessLookupError when the
     process is gone.
     """
-    if _tgkill is not None:
-        if _tgkill(pid, pid, signum) == 0:
+    tgkill = _tgkill()
+    if tgkill is not None:
+        if tgkill(pid, pid, signum) == 0:
             return
         errno = ctypes.get_errno()
         raise ProcessLookupError(errno, os.strerror(errno))

@@ -1,7 +1,7 @@
 """The watchdog process: a timer server that wakes at the next deadline and escalates.
 
-The pytest process (the controller, under xdist) launches it once per session with
-:meth:`WatchdogProcess.launch`. It is a separate process so that nothing a test does (a C
+The pytest process (the controller, under xdist) launches it once per session
+(:mod:`pytest_expiry.launcher`). It is a separate process so that nothing a test does (a C
 call holding the GIL, a swallowed exception, a frozen main thread) can stop it. It runs until
 its standard input reaches end-of-file, which happens when the session ends or when the
 process that launched it dies, however it dies.
@@ -12,29 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 from typing import Any
 
-from pytest_expiry.channel import ALL_SCOPES, ScopeRequest, SocketRequestQueue, bind_sockets
+from pytest_expiry.channel import ALL_SCOPES, ScopeRequest, SocketRequestQueue
 from pytest_expiry.escalation import Escalation, LadderSettings
+from pytest_expiry.launcher import EVENTS_FILE, stacks_directory
 from pytest_expiry.report import ExpiryLog, describe_expiry, hard_kill_record
-from pytest_expiry.signals import ExpirySignals, parse_signals
+from pytest_expiry.signals import parse_signals
 from pytest_expiry.timer.api import TimerRequest, TimerServer, clock, expired_by_worker
 
-__all__ = ["ExpiryServer", "WatchdogProcess", "main", "stacks_directory"]
-
-EVENTS_FILE = "events.jsonl"
-
-
-def stacks_directory(directory: str) -> str:
-    """Where the processes of a session's tests write their stack dumps."""
-    return os.path.join(directory, "stacks")
+__all__ = ["ExpiryServer", "main"]
 
 
 _Key = tuple[Any, str]
@@ -153,67 +144,6 @@ def main(argv: list[str] | None = None) -> None:
     server.start()
     sys.stdin.buffer.read()
     server.stop()
-
-
-class WatchdogProcess:
-    """The pytest side's handle on its watchdog: where to reach it, and how to end it."""
-
-    def __init__(self, directory: str, process: subprocess.Popen[bytes]) -> None:
-        self.directory = directory
-        self.process = process
-
-    @classmethod
-    def launch(
-        cls, grace: float, signals: ExpirySignals, report: str | None = None
-    ) -> WatchdogProcess:
-        """Start a watchdog with a fresh private directory (mode 0700) and socket."""
-        base = None if len(tempfile.gettempdir()) < 60 else "/tmp"
-        directory = tempfile.mkdtemp(prefix="pytest-expiry-", dir=base)
-        os.mkdir(stacks_directory(directory))
-        try:
-            listener, waker = bind_sockets(directory)
-        except OSError:
-            shutil.rmtree(directory, ignore_errors=True)
-            raise
-        try:
-            fds = [listener.fileno(), waker.fileno()]
-            command = [
-                sys.executable, "-m", "pytest_expiry.watchdog",
-                "--listen-fd", str(fds[0]), "--wake-fd", str(fds[1]), "--directory", directory,
-                "--grace", repr(grace), "--signals", signals.encode(),
-            ] + (["--report", os.path.abspath(report)] if report else [])  # fmt: skip
-            process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, pass_fds=fds, start_new_session=True
-            )
-        except BaseException:
-            shutil.rmtree(directory, ignore_errors=True)
-            raise
-        finally:
-            listener.close()
-            waker.close()
-        return cls(directory, process)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def events(self) -> list[dict[str, Any]]:
-        """Every event the watchdog recorded this session."""
-        try:
-            with open(os.path.join(self.directory, EVENTS_FILE)) as events:
-                return [json.loads(line) for line in events if line.strip()]
-        except OSError:
-            return []
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """End the watchdog (it finishes any escalation under way) and remove its files."""
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ Usable without pytest::
     server.stop()
 """
 
+from typing import Any
+
 from pytest_expiry.timer.api import (
     RequestQueue,
     TimerClient,
@@ -21,11 +23,18 @@ from pytest_expiry.timer.api import (
     configure,
     expires,
 )
-from pytest_expiry.timer.local import (
-    LocalTimerClient,
-    LocalTimerServer,
-    MultiprocessingRequestQueue,
-)
+
+_LOCAL = ("LocalTimerClient", "LocalTimerServer", "MultiprocessingRequestQueue")
+
+
+def __getattr__(name: str) -> Any:
+    # the multiprocessing flavour is imported on first use: the pytest plugin never needs it
+    if name in _LOCAL:
+        from pytest_expiry.timer import local  # noqa: PLC0415
+
+        return getattr(local, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "LocalTimerClient",

@@ -35,6 +35,7 @@ class ActiveScope:
     deadline: float
     expired_in: str | None = None
     expired_after: float = 0.0
+    answer_on_expiry: bool = False
 
 
 def _test_phase(frame: FrameType | None) -> str | None:
@@ -83,10 +84,16 @@ class Guard:
             self.broken = str(error)
             self._channel = None
 
-    def arm(self, nodeid: str, seconds: float) -> ActiveScope:
-        """Start a scope of ``seconds`` for ``nodeid`` (replacing any earlier one)."""
+    def arm(self, nodeid: str, seconds: float, answer_on_expiry: bool = False) -> ActiveScope:
+        """Start a scope of ``seconds`` for ``nodeid`` (replacing any earlier one).
+
+        With ``answer_on_expiry`` the interrupt handler re-arms the scope (the watchdog's
+        sign of life) before it raises, for scopes whose failure is formatted before the
+        plugin gets control back (collection)."""
         now = clock()
-        self.scope = ActiveScope(nodeid, seconds, now, now + seconds)
+        self.scope = ActiveScope(
+            nodeid, seconds, now, now + seconds, answer_on_expiry=answer_on_expiry
+        )
         if not debugger_active():
             self._send(True, self.scope)
         return self.scope
@@ -137,6 +144,8 @@ class Guard:
             return
         scope.expired_in = phase
         scope.expired_after = elapsed = clock() - scope.armed_at
+        if scope.answer_on_expiry:
+            self.rearm(scope.seconds)
         raise Expired(
             f"{scope.nodeid} expired: still running in {phase} after {elapsed:.2f} s "
             f"(deadline {round(scope.seconds, 3):g} s)"

@@ -117,9 +117,13 @@ class ExpiryRunner:
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
         guard = self.guard
         scope = guard.scope if guard is not None else None
+        if guard is not None and scope is not None and scope.expired_in == call.when:
+            # answer the watchdog before pytest formats the failure, which can take longer
+            # than the grace period (deep tracebacks, slow reprs, a loaded machine)
+            guard.rearm(scope.seconds)
+        report = yield
         if call.when == "teardown" and self.leaks is not None:
             self._check_leaks(item, report)
         if call.when == "call" and self._settings.slow and item.stash[DEADLINE][1]:
@@ -137,9 +141,8 @@ class ExpiryRunner:
         return report
 
     def _account(self, guard: Guard, scope: ActiveScope, phase: str) -> dict[str, Any]:
-        """Answer the watchdog (re-arming bounds what is left of the test) and merge its
-        account of the expiry into one record."""
-        guard.rearm(scope.seconds)
+        """Merge the watchdog's account of the expiry into one record (the watchdog was
+        answered, and what is left of the test re-armed, before the report was made)."""
         event = guard.await_event(scope.nodeid, self._settings.grace + _EVENT_MARGIN)
         return expiry_record(scope.nodeid, phase, scope.seconds, scope.expired_after, event)
 
@@ -174,7 +177,7 @@ class ExpiryRunner:
         guard = self.guard or self._start_guard()
         if guard is None:
             return (yield)
-        scope = guard.arm(collector.nodeid, seconds)
+        scope = guard.arm(collector.nodeid, seconds, answer_on_expiry=True)
         try:
             report = yield
         finally:

@@ -127,3 +127,31 @@ def test_a_dead_watchdog_is_reported_once_and_the_session_carries_on(pytester, r
     assert run.output.count("the expiry watchdog went away") == 1
     assert "tests from here on run without deadlines" in run.output
     assert "INTERNALERROR" not in run.output
+
+
+def test_a_failure_slow_to_format_is_not_mistaken_for_an_uninterruptible_test(
+    pytester, run_pytest
+):
+    """The test process answers the watchdog as soon as Expired reaches pytest, before the
+    failure is formatted: a report that takes longer than the grace period to build (slow
+    reprs with ``-l``, deep tracebacks on a loaded machine) never gets the process killed."""
+    pytester.makepyfile(
+        """
+        import time
+
+        class SlowRepr:
+            def __repr__(self):
+                time.sleep(1)
+                return "SlowRepr()"
+
+        def test_hangs():
+            thing = SlowRepr()
+            time.sleep(60)
+
+        def test_after():
+            pass
+        """
+    )
+    run = run_pytest(f"--expiry={DEADLINE}", f"--expiry-grace={GRACE}", "-l")
+    run.result.assert_outcomes(failed=1, passed=1)
+    assert "session killed" not in run.output

@@ -35,6 +35,7 @@ class ActiveScope:
     deadline: float
     expired_in: str | None = None
     expired_after: float = 0.0
+    expired_deadline: float = 0.0
     answer_on_expiry: bool = False
 
 
@@ -68,11 +69,13 @@ class Guard:
         self.broken: str | None = None
         self._paused_left: float | None = None
         self._paused_at = 0.0
+        self._sending = False
         signal.signal(interrupt_signal, self._on_interrupt)
 
     def _send(self, arm: bool, scope: ActiveScope) -> None:
         if self._channel is None:
             return
+        self._sending = True  # the handler must not interleave a frame with this one
         try:
             if arm:
                 slow_at = scope.armed_at + self._slow_fraction * scope.seconds
@@ -83,6 +86,8 @@ class Guard:
         except ChannelError as error:
             self.broken = str(error)
             self._channel = None
+        finally:
+            self._sending = False
 
     def arm(self, nodeid: str, seconds: float, answer_on_expiry: bool = False) -> ActiveScope:
         """Start a scope of ``seconds`` for ``nodeid`` (replacing any earlier one).
@@ -123,26 +128,39 @@ class Guard:
             self.scope.armed_at += clock() - self._paused_at  # debugging time is not the test's
             self.rearm(left)
 
-    def await_event(self, nodeid: str, timeout: float) -> dict[str, Any] | None:
-        """The watchdog's account of the expiry of ``nodeid`` (stale events are skipped)."""
+    def await_event(self, scope: ActiveScope, timeout: float) -> dict[str, Any] | None:
+        """The watchdog's account of the expiry that raised ``Expired`` in ``scope`` (the
+        accounts of other escalations, answered without an exception, are skipped)."""
         if self._channel is None:
             return None
         end = clock() + timeout
         while (left := end - clock()) > 0:
             event = self._channel.receive_event(left)
-            if event is None or event.get("nodeid") == nodeid:
+            if event is None:
+                return None
+            if event.get("nodeid") == scope.nodeid and (
+                event.get("deadline_at") == scope.expired_deadline
+            ):
                 return event
         return None
 
     def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
+        """Raise ``Expired`` where the test hangs; or, where that cannot be done (inside
+        pytest's own code, in a phase that already failed with ``Expired``, in a debugger),
+        tell the watchdog that this process is alive, so that it is not killed."""
         __tracebackhide__ = True  # the failure points at the test's line, not at ours
         scope = self.scope
-        if scope is None or scope.expired_in is not None or clock() < scope.deadline:
+        if scope is None or clock() < scope.deadline:
             return  # a late signal for a scope that has already ended
+        if self._paused_left is not None:
+            return  # in a debugger: the pause's release already answered the watchdog
         phase = _test_phase(frame)
-        if self._paused_left is not None or phase is None:
+        if phase is None or phase == scope.expired_in:
+            if not self._sending:
+                self.rearm(scope.seconds)
             return
         scope.expired_in = phase
+        scope.expired_deadline = scope.deadline
         scope.expired_after = elapsed = clock() - scope.armed_at
         if scope.answer_on_expiry:
             self.rearm(scope.seconds)

@@ -143,7 +143,7 @@ class ExpiryRunner:
     def _account(self, guard: Guard, scope: ActiveScope, phase: str) -> dict[str, Any]:
         """Merge the watchdog's account of the expiry into one record (the watchdog was
         answered, and what is left of the test re-armed, before the report was made)."""
-        event = guard.await_event(scope.nodeid, self._settings.grace + _EVENT_MARGIN)
+        event = guard.await_event(scope, self._settings.grace + _EVENT_MARGIN)
         return expiry_record(scope.nodeid, phase, scope.seconds, scope.expired_after, event)
 
     def _complete_expiry(

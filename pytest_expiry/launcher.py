@@ -21,7 +21,6 @@ from pytest_expiry.signals import ExpirySignals
 __all__ = ["EVENTS_FILE", "WatchdogProcess", "stacks_directory"]
 
 EVENTS_FILE = "events.jsonl"
-_EXIT_WAIT = 0.05
 
 
 def stacks_directory(directory: str) -> str:
@@ -79,17 +78,14 @@ class WatchdogProcess:
             return []
 
     def stop(self) -> None:
-        """End the watchdog and remove its files. Every test is over by then, so nothing it
-        could still be doing matters; a watchdog still starting up is not waited for."""
+        """End the watchdog and remove its files. Every escalation's outcome has been awaited
+        by then (or read from ``events.jsonl``), so nothing it could still do matters."""
         if self.process.stdin is not None:
             self.process.stdin.close()
+        self.process.terminate()
         try:
-            self.process.wait(_EXIT_WAIT)
+            self.process.wait(1.0)
         except subprocess.TimeoutExpired:
-            self.process.terminate()
-            try:
-                self.process.wait(1.0)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            self.process.kill()
+            self.process.wait()
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -12,8 +12,8 @@ release it. Watchdog -> test process: one JSON object per line (an escalation's 
 Frames do not wake the watchdog: it sleeps until its next deadline and reads every socket at
 least each ``DRAIN_INTERVAL``. Waking it for every frame would cost two context switches per
 test, which on a busy machine is most of the plugin's per-test cost. A frame whose deadline
-is nearer than ``URGENT_WITHIN`` is followed by a byte on the wake socket, which the watchdog
-does wait on.
+is nearer than ``URGENT_WITHIN``, or one that finds the socket's buffer full, is followed by a
+byte on the wake socket, which the watchdog does wait on.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
-
 from pytest_expiry.timer.api import RequestQueue, TimerClient, TimerRequest, clock
 
 __all__ = [
@@ -47,8 +45,10 @@ __all__ = [
 _FRAME = struct.Struct("!cdddI")
 _HELLO, _ARM, _RELEASE = b"H", b"A", b"R"
 SOCKET_NAME, WAKE_NAME = "socket", "wake"
-DRAIN_INTERVAL = 0.05
+STACKS_NAME, EVENTS_NAME = "stacks", "events.jsonl"  # the rest of a session's directory
+DRAIN_INTERVAL = 0.5
 URGENT_WITHIN = 4 * DRAIN_INTERVAL
+_BUFFER = 1 << 20  # room for thousands of frames between drains (the kernel may cap it)
 _SEND_PATIENCE = 5.0
 ALL_SCOPES = "*"
 """Scope id of the release a queue emits when a peer disconnects: drop all its timers."""
@@ -91,8 +91,11 @@ class ChannelClient(TimerClient):
         self._wake_path = os.path.join(directory, WAKE_NAME)
         self._pending = b""
         try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
             self._sock.connect(os.path.join(directory, SOCKET_NAME))
             self._sock.setblocking(False)  # no poll() before each send, and never stuck
+            import psutil  # noqa: PLC0415 - the watchdog imports this module and needs no psutil
+
             me = psutil.Process()
             self._send(_HELLO, 0.0, 0.0, 0.0, f"{me.pid},{me.create_time()!r}")
         except OSError as error:
@@ -118,6 +121,7 @@ class ChannelClient(TimerClient):
             raise ChannelError(f"the expiry watchdog went away: {error}") from error
 
     def _send_slowly(self, data: bytes) -> None:
+        self._waker.sendto(b"!", self._wake_path)  # the buffer is full: have it drained now
         end = clock() + _SEND_PATIENCE
         while data:
             _, writable, _ = select.select([], [self._sock], [], max(0.0, end - clock()))
@@ -257,6 +261,7 @@ class SocketRequestQueue(RequestQueue):
             sock.close()
             return
         sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
         self._peers[sock.fileno()] = _Peer(sock)
 
     def _drop(self, peer: _Peer) -> None:

@@ -51,11 +51,13 @@ def _test_phase(frame: FrameType | None) -> str | None:
 def debugger_active() -> bool:
     """True while pdb (or pydevd, debugpy, pudb...) is tracing this process."""
     tracer: Any = sys.gettrace()
+    monitoring = getattr(sys, "monitoring", None)
+    if tracer is None and monitoring is None:
+        return False  # the per-test fast path
     owner = getattr(tracer, "__self__", tracer)
     module = type(owner).__module__ if owner is not None else ""
     if module.startswith(_DEBUGGER_MODULES):
         return True
-    monitoring = getattr(sys, "monitoring", None)
     return monitoring is not None and monitoring.get_tool(monitoring.DEBUGGER_ID) is not None
 
 

@@ -15,17 +15,17 @@ import sys
 import tempfile
 from typing import Any
 
-from pytest_expiry.channel import bind_sockets
+from pytest_expiry.channel import EVENTS_NAME, STACKS_NAME, bind_sockets
 from pytest_expiry.signals import ExpirySignals
 
 __all__ = ["EVENTS_FILE", "WatchdogProcess", "stacks_directory"]
 
-EVENTS_FILE = "events.jsonl"
+EVENTS_FILE = EVENTS_NAME
 
 
 def stacks_directory(directory: str) -> str:
     """Where the processes of a session's tests write their stack dumps."""
-    return os.path.join(directory, "stacks")
+    return os.path.join(directory, STACKS_NAME)
 
 
 class WatchdogProcess:

@@ -47,18 +47,17 @@ class LeakWatch:
     def __init__(self, mode: str, grace: float) -> None:
         self.mode = mode
         self._grace = grace
-        self._path = f"/proc/self/task/{os.getpid()}/children"
+        self._pid = os.getpid()
+        self._fd = os.open(f"/proc/self/task/{self._pid}/children", os.O_RDONLY)
         self._owned_by_fixtures: set[int] = set()
         _become_subreaper()
         self._known = self.children()
 
     def children(self) -> set[int]:
         """The pids of this process's children (of its main thread, where orphans land)."""
-        fd = os.open(self._path, os.O_RDONLY)
-        try:
-            return {int(pid) for pid in os.read(fd, 65536).split()}
-        finally:
-            os.close(fd)
+        if os.getpid() != self._pid:  # a forked copy of the test process: not ours to check
+            return set()
+        return {int(pid) for pid in os.pread(self._fd, 65536, 0).split()}
 
     def owned_by_fixture(self, pids: set[int]) -> None:
         """Processes a wider-scoped fixture started: not the current test's leak."""

@@ -17,7 +17,7 @@ from pytest_expiry.signals import signal_main_thread
 
 __all__ = ["collect_stacks", "main_thread_first"]
 
-_SETTLE = 0.015
+_SETTLE = 0.005
 _LIMIT = 1.0  # only a process that cannot answer (stopped, in D state) makes us wait this long
 _POLL = 0.002
 

@@ -16,13 +16,19 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytest_expiry.channel import ALL_SCOPES, ScopeRequest, SocketRequestQueue
-from pytest_expiry.escalation import Escalation, LadderSettings
-from pytest_expiry.launcher import EVENTS_FILE, stacks_directory
-from pytest_expiry.report import ExpiryLog, describe_expiry, hard_kill_record
-from pytest_expiry.signals import parse_signals
+if TYPE_CHECKING:  # imported at the first expiry: a watchdog that never fires starts lean
+    from pytest_expiry.escalation import Escalation
+
+from pytest_expiry.channel import (
+    ALL_SCOPES,
+    EVENTS_NAME,
+    STACKS_NAME,
+    ScopeRequest,
+    SocketRequestQueue,
+)
+from pytest_expiry.signals import ExpirySignals, parse_signals
 from pytest_expiry.timer.api import TimerRequest, TimerServer, clock, expired_by_worker
 
 __all__ = ["ExpiryServer", "main"]
@@ -38,16 +44,19 @@ class ExpiryServer(TimerServer):
     def __init__(
         self,
         request_queue: SocketRequestQueue,
-        settings: LadderSettings,
+        signals: ExpirySignals,
+        grace: float,
         directory: str,
         report_path: str | None = None,
     ) -> None:
         super().__init__(request_queue, max_interval=60.0, daemon=True)
         self._queue = request_queue
-        self._settings = settings
+        self._signals = signals
+        self._grace = grace
+        self._directory = directory
         self._session_pid = os.getppid()
         self._report_path = report_path
-        self._events_path = os.path.join(directory, EVENTS_FILE)
+        self._events_path = os.path.join(directory, EVENTS_NAME)
         self._events_lock = threading.Lock()
         self._timers: dict[_Key, TimerRequest] = {}
         self._slow: dict[_Key, float] = {}
@@ -96,9 +105,14 @@ class ExpiryServer(TimerServer):
                 sys.stderr.flush()
 
     def _reap_worker(self, worker_id: Any) -> bool:
+        from pytest_expiry.escalation import Escalation, LadderSettings  # noqa: PLC0415
+
+        settings = LadderSettings(
+            self._grace, self._signals, os.path.join(self._directory, STACKS_NAME)
+        )
         for key, request in list(self._timers.items()):
             if key[0] == worker_id and request.expiration_time <= clock():
-                escalation = Escalation(request, self._settings, self._deliver)
+                escalation = Escalation(request, settings, self._deliver)
                 self._escalations[worker_id] = escalation
                 self._queue.watch(worker_id, True)  # its answer must be seen at once
                 escalation.start()
@@ -113,6 +127,8 @@ class ExpiryServer(TimerServer):
 
     def _report_lost_session(self, event: dict[str, Any]) -> None:
         """The pytest process itself had to be killed: nobody else is left to tell."""
+        from pytest_expiry.report import ExpiryLog, describe_expiry, hard_kill_record  # noqa: PLC0415
+
         record = hard_kill_record(event)
         sys.stderr.write(
             f"\n{'=' * 30} pytest-expiry: session killed {'=' * 30}\n"
@@ -139,8 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     queue = SocketRequestQueue(
         socket.socket(fileno=args.listen_fd), socket.socket(fileno=args.wake_fd)
     )
-    settings = LadderSettings(args.grace, args.signals, stacks_directory(args.directory))
-    server = ExpiryServer(queue, settings, args.directory, args.report)
+    server = ExpiryServer(queue, args.signals, args.grace, args.directory, args.report)
     server.start()
     sys.stdin.buffer.read()
     server.stop()

@@ -31,6 +31,7 @@ __all__ = ["DEADLINE", "ExpiryRunner"]
 DEADLINE = pytest.StashKey[tuple[float, bool]]()
 """Each item's ``(seconds, func_only)``, resolved once at collection."""
 
+_NO_DEADLINE = (0.0, False)
 _EVENT_MARGIN = 2.0
 _FUNC_ONLY = "expiry-func-only"
 
@@ -89,11 +90,13 @@ class ExpiryRunner:
             _report_marker_errors(session, errors)
             items[:] = [item for item in items if item not in errors]
         manager = self._config.pluginmanager
-        if any(item.stash[DEADLINE][1] for item in items) and not manager.has_plugin(_FUNC_ONLY):
+        if any(
+            item.stash.get(DEADLINE, _NO_DEADLINE)[1] for item in items
+        ) and not manager.has_plugin(_FUNC_ONLY):
             manager.register(_FuncOnlyScopes(self), _FUNC_ONLY)
 
     def guard_for(self, item: pytest.Item) -> tuple[Guard | None, float]:
-        seconds, _func_only = item.stash.get(DEADLINE, (0.0, False))
+        seconds, _func_only = item.stash.get(DEADLINE, _NO_DEADLINE)
         if self._budget is not None:
             seconds = self._budget.cap(seconds)
         if not seconds or self.unavailable is not None:
@@ -105,7 +108,7 @@ class ExpiryRunner:
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
         guard, seconds = self.guard_for(item)
-        if guard is None or item.stash[DEADLINE][1]:
+        if guard is None or item.stash.get(DEADLINE, _NO_DEADLINE)[1]:
             return (yield)
         guard.arm(item.nodeid, seconds)
         try:
@@ -126,16 +129,24 @@ class ExpiryRunner:
         report = yield
         if call.when == "teardown" and self.leaks is not None:
             self._check_leaks(item, report)
-        if call.when == "call" and self._settings.slow and item.stash[DEADLINE][1]:
-            seconds = item.stash[DEADLINE][0]  # a func_only scope is the call phase alone
+        if (
+            call.when == "call"
+            and self._settings.slow
+            and item.stash.get(DEADLINE, _NO_DEADLINE)[1]
+        ):
+            seconds = item.stash.get(DEADLINE, _NO_DEADLINE)[
+                0
+            ]  # a func_only scope is the call phase alone
             if seconds and not getattr(report, "expiry", None):
                 self._note_if_slow(item.nodeid, seconds, call.duration, report)
         if guard is None or scope is None or scope.nodeid != item.nodeid:
             return report
         if scope.expired_in == call.when:
-            self._complete_expiry(guard, scope, call, report, item.stash[DEADLINE][1])
+            self._complete_expiry(
+                guard, scope, call, report, item.stash.get(DEADLINE, _NO_DEADLINE)[1]
+            )
             item.user_properties.append(report.user_properties[-1])  # JUnit reads the item's
-            item.ihook.pytest_expiry_expired(item=item, event=report.expiry[0])
+            item.ihook.pytest_expiry_expired(item=item, event=report.expiry[-1])
         elif call.when == "teardown" and self._settings.slow and scope.expired_in is None:
             self._note_if_slow(scope.nodeid, scope.seconds, clock() - scope.armed_at, report)
         return report
@@ -210,8 +221,7 @@ class ExpiryRunner:
             report.longrepr = text
         else:
             report.sections.append(("expiry: leaked processes", text))
-        earlier = getattr(report, "expiry", None) or []
-        report.expiry = [*earlier, record]  # type: ignore[attr-defined]
+        _add_record(report, record)
         report.user_properties.append(("expiry_leaked", " ".join(map(str, record["pids"]))))
 
     def _warn_if_broken(self, guard: Guard | None) -> None:
@@ -248,7 +258,7 @@ class _FuncOnlyScopes:
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
         guard, seconds = self._runner.guard_for(item)
-        if guard is None or not item.stash[DEADLINE][1]:
+        if guard is None or not item.stash.get(DEADLINE, _NO_DEADLINE)[1]:
             return (yield)
         guard.arm(item.nodeid, seconds)
         try:
@@ -270,6 +280,12 @@ def _report_marker_errors(session: pytest.Session, errors: dict[pytest.Item, str
         session.ihook.pytest_collectreport(report=report)
 
 
+def _add_record(report: pytest.TestReport | pytest.CollectReport, record: dict[str, Any]) -> None:
+    """Records travel on the report as ``report.expiry``, a list (a teardown can both leak
+    and expire), so that they reach the xdist controller with it."""
+    report.expiry = [*(getattr(report, "expiry", None) or []), record]  # type: ignore[union-attr]
+
+
 def _attach(report: pytest.TestReport | pytest.CollectReport, record: dict[str, Any]) -> None:
     """Put an expiry on a report: a section of the failure, a JUnit property, and the
     record itself (``report.expiry``), which travels to the xdist controller."""
@@ -279,7 +295,7 @@ def _attach(report: pytest.TestReport | pytest.CollectReport, record: dict[str, 
         add_section("expiry", text)
     else:
         report.sections.append(("expiry", text))
-    report.expiry = [record]  # type: ignore[union-attr]
+    _add_record(report, record)
     summary = f"expired in {record['phase']} after {record['elapsed']:.2f} s"
     getattr(report, "user_properties", []).append(("expiry", summary))
 

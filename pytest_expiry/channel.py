@@ -290,9 +290,13 @@ class SocketRequestQueue(RequestQueue):
             end = _FRAME.size + length
             if len(peer.buffer) < end:
                 return
-            payload = peer.buffer[_FRAME.size : end].decode()
+            try:
+                payload = peer.buffer[_FRAME.size : end].decode()
+                accepted = self._accept_frame(peer, kind, (deadline, slow_at, armed_at), payload)
+            except ValueError:  # not UTF-8, not numbers: a broken or hostile peer
+                accepted = False
             peer.buffer = peer.buffer[end:]
-            if not self._accept_frame(peer, kind, (deadline, slow_at, armed_at), payload):
+            if not accepted:
                 self._drop(peer)
                 return
 
@@ -301,9 +305,12 @@ class SocketRequestQueue(RequestQueue):
     ) -> bool:
         if kind == _HELLO:
             pid_text, _, created_text = payload.partition(",")
+            pid, created = int(pid_text), float(created_text)
             credentials = _peer_uid_and_pid(peer.sock)
-            peer.pid, peer.created = int(pid_text), float(created_text)
-            return credentials is None or credentials[1] == peer.pid
+            if credentials is not None and credentials[1] != pid:
+                return False  # it lies about who it is: it may not speak for that pid
+            peer.pid, peer.created = pid, created
+            return True
         if peer.pid is None or kind not in (_ARM, _RELEASE):
             return False
         deadline, slow_at, armed_at = times

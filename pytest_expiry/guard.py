@@ -116,6 +116,10 @@ class Guard:
             scope, self.scope = self.scope, None
             self._send(False, scope)
 
+    @property
+    def paused(self) -> bool:
+        return self._paused_left is not None
+
     def pause(self) -> None:
         """A debugger took over: stop the clock of the current scope."""
         if self.scope is not None and self._paused_left is None:

@@ -54,6 +54,7 @@ class WatchdogProcess:
                 sys.executable, "-m", "pytest_expiry.watchdog",
                 "--listen-fd", str(fds[0]), "--wake-fd", str(fds[1]), "--directory", directory,
                 "--grace", repr(grace), "--signals", signals.encode(),
+                "--session-pid", str(os.getpid()),
             ] + (["--report", os.path.abspath(report)] if report else [])  # fmt: skip
             process = subprocess.Popen(
                 command, stdin=subprocess.PIPE, pass_fds=fds, start_new_session=True

@@ -52,6 +52,7 @@ class LeakWatch:
         self._owned_by_fixtures: set[int] = set()
         _become_subreaper()
         self._known = self.children()
+        self._before_session = set(self._known)
 
     def children(self) -> set[int]:
         """The pids of this process's children (of its main thread, where orphans land)."""
@@ -89,6 +90,14 @@ class LeakWatch:
             _reap(leaked)
         self._known = self.children()
         return record
+
+    def end_session(self) -> list[int]:
+        """At the end of the session (an interrupted one too, whose last test never reached
+        its leak check): end every process the session started that still runs."""
+        leaked = _leaked_processes(self.children() - self._before_session)
+        procs.end_processes(leaked, self._grace)
+        _reap(leaked)
+        return [p.pid for p in leaked]
 
 
 def _leaked_processes(pids: set[int]) -> list[psutil.Process]:

@@ -147,9 +147,26 @@ class ExpiryRunner:
             )
             item.user_properties.append(report.user_properties[-1])  # JUnit reads the item's
             item.ihook.pytest_expiry_expired(item=item, event=report.expiry[-1])
-        elif call.when == "teardown" and self._settings.slow and scope.expired_in is None:
-            self._note_if_slow(scope.nodeid, scope.seconds, clock() - scope.armed_at, report)
+        elif call.when == "teardown" and scope.expired_in is None:
+            self._check_overrun(scope, report)
         return report
+
+    def _check_overrun(self, scope: ActiveScope, report: pytest.TestReport) -> None:
+        """A test that ended after its deadline, before the watchdog's interrupt reached it
+        (while its stacks were gathered), expired all the same."""
+        elapsed = clock() - scope.armed_at
+        if clock() > scope.deadline and self.guard is not None and not self.guard.paused:
+            record = expiry_record(scope.nodeid, "teardown", scope.seconds, elapsed, None)
+            report.outcome = "failed"
+            report.longrepr = (
+                f"pytest_expiry.Expired: {scope.nodeid} expired: it ended "
+                f"{clock() - scope.deadline:.3f} s after its deadline of "
+                f"{round(scope.seconds, 3):g} s (elapsed {elapsed:.2f} s)"
+            )
+            _add_record(report, record)
+            report.user_properties.append(("expiry", f"ended after its deadline ({elapsed:.2f} s)"))
+        elif self._settings.slow:
+            self._note_if_slow(scope.nodeid, scope.seconds, elapsed, report)
 
     def _account(self, guard: Guard, scope: ActiveScope, phase: str) -> dict[str, Any]:
         """Merge the watchdog's account of the expiry into one record (the watchdog was
@@ -244,6 +261,8 @@ class ExpiryRunner:
             self.guard.resume()
 
     def close(self) -> None:
+        if self.leaks is not None and self.leaks.mode != "off":
+            self.leaks.end_session()
         if self.guard is not None:
             self.guard.close()
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
+import shutil
 import signal
 import socket
 import sys
@@ -35,6 +37,7 @@ __all__ = ["ExpiryServer", "main"]
 
 
 _Key = tuple[Any, str]
+_PARENT_CHECK = 0.5
 
 
 class ExpiryServer(TimerServer):
@@ -47,14 +50,16 @@ class ExpiryServer(TimerServer):
         signals: ExpirySignals,
         grace: float,
         directory: str,
+        *,
         report_path: str | None = None,
+        session_pid: int | None = None,
     ) -> None:
         super().__init__(request_queue, max_interval=60.0, daemon=True)
         self._queue = request_queue
         self._signals = signals
         self._grace = grace
         self._directory = directory
-        self._session_pid = os.getppid()
+        self._session_pid = session_pid
         self._report_path = report_path
         self._events_path = os.path.join(directory, EVENTS_NAME)
         self._events_lock = threading.Lock()
@@ -150,15 +155,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grace", type=float, required=True)
     parser.add_argument("--signals", type=parse_signals, required=True)
     parser.add_argument("--report")
+    parser.add_argument("--session-pid", type=int, required=True)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     queue = SocketRequestQueue(
         socket.socket(fileno=args.listen_fd), socket.socket(fileno=args.wake_fd)
     )
-    server = ExpiryServer(queue, args.signals, args.grace, args.directory, args.report)
+    server = ExpiryServer(
+        queue,
+        args.signals,
+        args.grace,
+        args.directory,
+        report_path=args.report,
+        session_pid=args.session_pid,
+    )
     server.start()
-    sys.stdin.buffer.read()
+    _wait_for_the_session_to_end(args.session_pid)
     server.stop()
+    for thread in threading.enumerate():  # escalations still reporting
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    shutil.rmtree(args.directory, ignore_errors=True)
+
+
+def _wait_for_the_session_to_end(session: int) -> None:
+    """Until standard input closes (the session ended) or the launching process is gone.
+
+    The second matters when the session was killed: a process a test forked (and so the
+    pipe's write end) can outlive it, and its death then reparents this process.
+    """
+    while os.getppid() == session:  # given, not read here: it may be dead already
+        readable, _, _ = select.select([sys.stdin], [], [], _PARENT_CHECK)
+        if readable and not os.read(sys.stdin.fileno(), 4096):
+            return
 
 
 if __name__ == "__main__":

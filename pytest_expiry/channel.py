@@ -50,6 +50,7 @@ DRAIN_INTERVAL = 0.5
 URGENT_WITHIN = 4 * DRAIN_INTERVAL
 _BUFFER = 1 << 20  # room for thousands of frames between drains (the kernel may cap it)
 _SEND_PATIENCE = 5.0
+_MAX_PAYLOAD = 1 << 16  # a scope id is a node id: a longer frame is not ours
 ALL_SCOPES = "*"
 """Scope id of the release a queue emits when a peer disconnects: drop all its timers."""
 
@@ -287,6 +288,9 @@ class SocketRequestQueue(RequestQueue):
             peer.buffer += chunk
         while len(peer.buffer) >= _FRAME.size:
             kind, deadline, slow_at, armed_at, length = _FRAME.unpack_from(peer.buffer)
+            if length > _MAX_PAYLOAD:
+                self._drop(peer)
+                return
             end = _FRAME.size + length
             if len(peer.buffer) < end:
                 return

@@ -1,0 +1,1284 @@
+"""Reliability and security: what the watchdog promises when things go wrong around it.
+
+* **Lifecycle.** A watchdog never outlives its session, however the session dies (SIGKILL of
+  pytest or of an xdist worker, Ctrl-C, the watchdog itself frozen or killed); two sessions on
+  one host never see each other.
+* **Precision.** A test that ends within its deadline is never expired; one that overruns
+  always is; many short deadlines under load give no false expiry.
+* **PID safety.** Only processes of an expired scope are ever signalled: never pid 1, the
+  watchdog itself, a recycled pid, or a process from outside the session.
+* **Private channel.** The session directory and its sockets belong to the session's user; a
+  peer of another user, or one lying about its pid, arms (and disarms) nothing.
+* **Stress.** Hundreds of short deadlines with hangs of every kind mixed in: every hang
+  expires exactly once, nothing else does, nothing is left running.
+* **Signals.** The tests' own signal handlers keep working; the plugin's signals can be
+  moved with ``PYTEST_EXPIRY_SIGNALS``, and bad values are usage errors.
+
+Inner sessions that must be signalled from outside are started by :class:`Session` (in their
+own process group, as a terminal starts a foreground job), the others by ``run_pytest``.
+Every process they start carries an ``EXPIRY_TEST_TAG``, and each test proves that none is
+left at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from pytest_expiry import procs
+from pytest_expiry.channel import (
+    _FRAME,
+    ChannelClient,
+    ScopeRequest,
+    SocketRequestQueue,
+    bind_sockets,
+)
+from pytest_expiry.escalation import Escalation, LadderSettings
+from pytest_expiry.signals import default_signals
+from pytest_expiry.timer.api import TimerRequest, clock
+
+try:
+    from tests.conftest import TAG, assert_none_left, tagged_processes
+except ImportError:  # run by a pytest whose sys.path lacks the repository root
+    from conftest import TAG, assert_none_left, tagged_processes  # type: ignore[no-redef]
+
+PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
+WATCHDOG_MODULE = "pytest_expiry.watchdog"
+_CLEAN_ENV = (
+    "PYTEST_EXPIRY",
+    "PYTEST_TIMEOUT",
+    "PYTEST_ADDOPTS",
+    "PYTEST_XDIST_AUTO_NUM_WORKERS",
+    "PYTEST_EXPIRY_SIGNALS",
+    "PYTEST_EXPIRY_STACKS",  # set when this suite itself runs under pytest-expiry
+)
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, pause: float = 0.01) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
+    end = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(pause)
+
+
+def exited(process: psutil.Process) -> bool:
+    """True once ``process`` has exited (a zombie waiting for its reaper has exited)."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def seconds_until_exited(process: psutil.Process, limit: float) -> float:
+    """How long ``process`` took to exit, from now; ``inf`` if it is still alive at ``limit``."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        if exited(process):
+            return time.monotonic() - start
+        time.sleep(0.005)
+    return float("inf")
+
+
+def kill_tagged(tag: str) -> None:
+    """End every process carrying ``tag`` (cleanup of scenarios that leave some on purpose)."""
+    for process in tagged_processes(tag):
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
+def session_env(tag: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _CLEAN_ENV}
+    env[TAG] = tag
+    env.update(extra)
+    return env
+
+
+def watchdogs_of(pid: int) -> list[psutil.Process]:
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.Error:
+        return []
+    found = []
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            if WATCHDOG_MODULE in child.cmdline():
+                found.append(child)
+    return found
+
+
+def watchdog_directory(watchdog: psutil.Process) -> str:
+    command = watchdog.cmdline()
+    return command[command.index("--directory") + 1]
+
+
+class Session:
+    """A pytest run in the background, in its own session and process group, as a terminal
+    runs a foreground job; its output goes to a log file."""
+
+    def __init__(self, cwd: Path, args: list[str], tag: str, env: dict[str, str]) -> None:
+        self.cwd = cwd
+        self.log = cwd / f"session-{uuid.uuid4().hex}.log"
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                [*PYTEST, *args],
+                cwd=cwd,
+                env=session_env(tag, **env),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.directories: list[str] = []
+
+    def watchdog(self, timeout: float = 30) -> psutil.Process:
+        """The session's watchdog (launched when the first test with a deadline starts)."""
+        [found] = wait_for(lambda: watchdogs_of(self.process.pid), timeout, "the watchdog")
+        self.directories.append(watchdog_directory(found))
+        return found
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.process.wait(timeout)
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+class Sessions:
+    """Starts :class:`Session` objects with one tag, and cleans up after them."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.tag = uuid.uuid4().hex
+        self.started: list[Session] = []
+
+    def start(self, *args: str, **env: str) -> Session:
+        session = Session(self.cwd, list(args), self.tag, env)
+        self.started.append(session)
+        return session
+
+    def close(self) -> None:
+        for session in self.started:
+            if session.process.poll() is None:
+                session.kill()
+        try:
+            assert_none_left(self.tag)
+        finally:
+            for session in self.started:
+                for directory in session.directories:
+                    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def sessions(pytester: pytest.Pytester) -> Iterator[Sessions]:
+    started = Sessions(pytester.path)
+    yield started
+    started.close()
+
+
+def outcome_counts(output: str) -> dict[str, int]:
+    """``{"passed": 3, "failed": 1}`` from the last line of a pytest run's output."""
+    return pytest.RunResult(0, output.splitlines(), [], 0.0).parseoutcomes()
+
+
+# --------------------------------------------------------------------------------------
+# Lifecycle: pytest SIGKILLed
+
+LONG_TEST = """
+    import time
+
+    def test_sleeps_long():
+        time.sleep(60)
+"""
+
+
+@dataclass
+class KilledSession:
+    watchdog_exit: float  # seconds from the SIGKILL of pytest to the watchdog's exit
+    directory: str
+    directory_left: bool  # still there 2 s after the watchdog exited
+
+
+@pytest.fixture(scope="module")
+def killed_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KilledSession]:
+    """pytest SIGKILLed while a test with a deadline runs (so its watchdog is up)."""
+    path = tmp_path_factory.mktemp("killed")
+    (path / "test_long.py").write_text(textwrap.dedent(LONG_TEST))
+    started = Sessions(path)
+    try:
+        session = started.start("--expiry=60", "test_long.py")
+        watchdog = session.watchdog()
+        directory = watchdog_directory(watchdog)
+        time.sleep(0.2)  # the test is well inside its sleep
+        session.process.kill()
+        session.process.wait()
+        exit_seconds = seconds_until_exited(watchdog, limit=5)
+        end = time.monotonic() + 2
+        while os.path.exists(directory) and time.monotonic() < end:
+            time.sleep(0.01)
+        yield KilledSession(exit_seconds, directory, os.path.exists(directory))
+    finally:
+        started.close()
+
+
+def test_when_pytest_is_sigkilled_its_watchdog_exits_within_a_second(killed_session):
+    assert killed_session.watchdog_exit < 1.0, (
+        f"the watchdog took {killed_session.watchdog_exit:.2f} s to exit"
+    )
+
+
+def test_when_pytest_is_sigkilled_its_private_directory_does_not_outlive_the_watchdog(
+    killed_session,
+):
+    """pytest died before its own cleanup: the watchdog is the one left to remove it."""
+    assert not killed_session.directory_left, f"{killed_session.directory} is left behind"
+
+
+FORKS_A_CHILD = """
+    import multiprocessing
+    import time
+
+    def _sleep():
+        time.sleep(30)
+
+    def test_forks_then_sleeps():
+        multiprocessing.get_context("fork").Process(target=_sleep).start()
+        time.sleep(60)
+"""
+
+
+def test_a_fork_of_a_test_does_not_keep_a_killed_sessions_watchdog_alive(pytester, sessions):
+    """The fork inherits the write end of the watchdog's stdin pipe, so end-of-file alone
+    cannot tell the watchdog that its session died."""
+    pytester.makepyfile(FORKS_A_CHILD)
+    session = sessions.start("--expiry=60")
+    watchdog = session.watchdog()
+    wait_for(lambda: len(psutil.Process(session.process.pid).children()) >= 2, 10, "the fork")
+    session.process.kill()
+    session.process.wait()
+    try:
+        exit_seconds = seconds_until_exited(watchdog, limit=2)
+    finally:
+        kill_tagged(sessions.tag)  # the fork itself is orphaned: not the point here
+    assert exit_seconds < 1.0, "the watchdog outlived its session"
+
+
+XDIST_VICTIM = """
+    import os
+    import time
+
+    def test_victim():
+        with open("victim.pid.tmp", "w") as out:
+            out.write(str(os.getpid()))
+        os.rename("victim.pid.tmp", "victim.pid")
+        time.sleep(60)
+
+    def test_after_victim_in_the_same_file():
+        pass
+"""
+XDIST_OTHERS = """
+    import os
+    import time
+
+    import pytest
+
+    @pytest.fixture
+    def victim_killed():
+        end = time.monotonic() + 30
+        while not os.path.exists("killed"):
+            assert time.monotonic() < end, "the victim worker was never killed"
+            time.sleep(0.02)
+
+    @pytest.mark.expires(0.5, func_only=True)
+    def test_hangs_after_the_kill(victim_killed):
+        time.sleep(60)
+
+    def test_passes_after_the_kill(victim_killed):
+        pass
+"""
+
+
+def test_when_an_xdist_worker_is_sigkilled_it_is_replaced_and_the_session_ends_clean(
+    pytester, sessions
+):
+    """The watchdog serves the replacement and the other worker as before (a hang after the
+    kill still expires); at the end neither the watchdog nor any worker is left."""
+    pytester.makepyfile(test_victim=XDIST_VICTIM, test_others=XDIST_OTHERS)
+    session = sessions.start("--expiry=30", "-n", "2", "--dist", "load", "--junitxml=junit.xml")
+    watchdog = session.watchdog()
+    victim_pid_file = pytester.path / "victim.pid"
+    wait_for(victim_pid_file.exists, 60, "the victim test to start")
+    os.kill(int(victim_pid_file.read_text()), signal.SIGKILL)
+    (pytester.path / "killed").touch()
+    assert session.wait(60) == pytest.ExitCode.TESTS_FAILED
+    output = session.output
+    assert "replacing crashed worker" in output
+    assert outcome_counts(output) == {"failed": 2, "passed": 2}
+    assert "crashed while running 'test_victim.py::test_victim'" in output
+    cases = {c.get("name"): c for c in ET.parse(pytester.path / "junit.xml").iter("testcase")}
+    hang = cases["test_hangs_after_the_kill"].find("failure")
+    assert hang is not None and "expired" in hang.get("message", "")
+    assert "INTERNALERROR" not in output
+    assert seconds_until_exited(watchdog, limit=3) < 3
+
+
+# --------------------------------------------------------------------------------------
+# Lifecycle: the watchdog itself frozen or killed
+
+FREEZES_THE_WATCHDOG = """
+    import os
+    import signal
+
+    import psutil
+
+    def watchdog():
+        [found] = [c for c in psutil.Process().children()
+                   if "pytest_expiry.watchdog" in c.cmdline()]
+        return found
+
+    def test_freezes_the_watchdog():
+        os.kill(watchdog().pid, signal.SIGSTOP)
+
+    def test_while_frozen_1():
+        pass
+
+    def test_while_frozen_2():
+        pass
+
+    def test_kills_the_frozen_watchdog():
+        found = watchdog()
+        found.kill()
+        found.wait()
+
+    def test_after_1():
+        pass
+
+    def test_after_2():
+        pass
+"""
+
+
+def test_a_watchdog_frozen_then_killed_is_reported_once_and_the_session_carries_on(
+    pytester, run_pytest
+):
+    pytester.makepyfile(FREEZES_THE_WATCHDOG)
+    run = run_pytest("--expiry=5")
+    run.result.assert_outcomes(passed=6)
+    assert run.output.count("tests from here on run without deadlines") == 1
+    assert "INTERNALERROR" not in run.output
+    assert run.seconds < 30
+
+
+OBEYS_SIGTERM_BY_KILLING_THE_WATCHDOG = """
+import os, signal, sys, time
+watchdog, ready = int(sys.argv[1]), sys.argv[2]
+done = []
+def on_sigterm(signum, frame):
+    if not done:  # once: the watchdog, which sent it, dies in the middle of its ladder
+        done.append(signum)
+        os.kill(watchdog, signal.SIGKILL)
+signal.signal(signal.SIGTERM, on_sigterm)
+open(ready, "w").close()
+while True:
+    time.sleep(0.05)
+"""
+KILLS_THE_WATCHDOG_MID_ESCALATION = f"""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    CHILD = {OBEYS_SIGTERM_BY_KILLING_THE_WATCHDOG!r}
+
+    def test_hangs_while_its_child_kills_the_watchdog(tmp_path):
+        [watchdog] = [c for c in psutil.Process().children()
+                      if "pytest_expiry.watchdog" in c.cmdline()]
+        ready = tmp_path / "ready"
+        subprocess.Popen([sys.executable, "-c", CHILD, str(watchdog.pid), str(ready)])
+        while not ready.exists():
+            time.sleep(0.01)
+        time.sleep(60)
+
+    def test_after_1():
+        pass
+
+    def test_after_2():
+        pass
+"""
+
+
+def test_a_watchdog_killed_during_an_escalation_still_fails_the_test_and_leaves_nothing(
+    pytester, run_pytest
+):
+    """The watchdog dies after it interrupted the test, while it waits for the test's child
+    to obey SIGTERM: the test still fails as expired, its child is still ended (leak
+    detection), the dead watchdog is reported once and the session carries on."""
+    pytester.makepyfile(KILLS_THE_WATCHDOG_MID_ESCALATION)
+    run = run_pytest("--expiry=2", "--expiry-grace=1")
+    run.result.assert_outcomes(failed=1, passed=2)
+    case = run.testcase("test_hangs_while_its_child_kills_the_watchdog")
+    failure = case.find("failure")
+    assert failure is not None and "expired" in failure.get("message", "")
+    assert "the watchdog's account did not arrive" in (failure.text or "")  # it died mid-way
+    assert [p.get("name") for p in case.iter("property")] == ["expiry", "expiry_leaked"]
+    assert run.output.count("tests from here on run without deadlines") == 1
+    assert "INTERNALERROR" not in run.output
+
+
+# --------------------------------------------------------------------------------------
+# Lifecycle: two sessions, Ctrl-C
+
+SESSION_A = """
+    import subprocess
+    import time
+
+    def test_a_hangs_with_a_child():
+        subprocess.Popen(["sleep", "60"])
+        time.sleep(60)
+"""
+SESSION_B = """
+    import os
+    import subprocess
+    import time
+
+    import pytest
+
+    @pytest.mark.expires(60)
+    def test_b_runs_long_with_a_child():
+        child = subprocess.Popen(["sleep", "60"])  # dies of any stray signal, even SIGRTMIN+n
+        with open("b.ready.tmp", "w") as out:
+            out.write(str(child.pid))
+        os.rename("b.ready.tmp", "b.ready")
+        end = time.monotonic() + 40
+        while not os.path.exists("go") and time.monotonic() < end:
+            time.sleep(0.02)
+        assert child.poll() is None, f"session B's child was ended: {child.returncode}"
+        child.terminate()
+        child.wait()
+"""
+
+
+def test_two_sessions_have_their_own_watchdogs_and_never_touch_each_others_processes(
+    pytester, sessions
+):
+    pytester.makepyfile(test_session_a=SESSION_A, test_session_b=SESSION_B)
+    b = sessions.start("test_session_b.py")
+    watchdog_b = b.watchdog()
+    wait_for((pytester.path / "b.ready").exists, 30, "session B's test to start its child")
+    child_b = psutil.Process(int((pytester.path / "b.ready").read_text()))
+
+    a = sessions.start("test_session_a.py", "--expiry=1", "--expiry-grace=0.5")
+    watchdog_a = a.watchdog()
+    assert watchdog_a.pid != watchdog_b.pid
+    assert watchdog_directory(watchdog_a) != watchdog_directory(watchdog_b)
+    assert a.wait(60) == pytest.ExitCode.TESTS_FAILED
+    assert "expired" in a.output
+    assert outcome_counts(a.output) == {"failed": 1}
+
+    assert not exited(watchdog_b), "session A's end took session B's watchdog with it"
+    assert not exited(child_b), "session A's expiry ended session B's child"
+    (pytester.path / "go").touch()
+    assert b.wait(60) == pytest.ExitCode.OK, b.output
+    assert outcome_counts(b.output) == {"passed": 1}
+
+
+INTERRUPTED = """
+    import os
+    import subprocess
+    import sys
+    import time
+
+    def test_is_interrupted():
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                 start_new_session=os.environ.get("CHILD_OWN_SESSION") == "1")
+        with open("ready.tmp", "w") as out:
+            out.write(str(child.pid))
+        os.rename("ready.tmp", "ready")
+        time.sleep(60)
+"""
+
+
+def interrupt_session(pytester: pytest.Pytester, sessions: Sessions, **env: str):
+    """Ctrl-C (SIGINT to the foreground process group) in the middle of a test that started
+    a child; returns the session, its watchdog and the child."""
+    pytester.makepyfile(INTERRUPTED)
+    session = sessions.start("--expiry=60", **env)
+    watchdog = session.watchdog()
+    wait_for((pytester.path / "ready").exists, 30, "the test to start its child")
+    child = psutil.Process(int((pytester.path / "ready").read_text()))
+    os.killpg(session.process.pid, signal.SIGINT)
+    return session, watchdog, child
+
+
+def test_ctrl_c_stops_the_session_as_pytest_does_and_leaves_nothing_running(pytester, sessions):
+    session, watchdog, child = interrupt_session(pytester, sessions)
+    assert session.wait(30) == pytest.ExitCode.INTERRUPTED
+    assert "KeyboardInterrupt" in session.output
+    assert seconds_until_exited(watchdog, limit=3) < 3
+    assert seconds_until_exited(child, limit=3) < 3
+    assert not os.path.exists(session.directories[0])
+    assert_none_left(sessions.tag)
+
+
+def test_ctrl_c_also_ends_a_child_of_the_test_that_the_interrupt_did_not_reach(pytester, sessions):
+    """A child in a session of its own gets no SIGINT from the terminal, and the interrupted
+    test never reaches its own leak check."""
+    session, _watchdog, child = interrupt_session(pytester, sessions, CHILD_OWN_SESSION="1")
+    assert session.wait(30) == pytest.ExitCode.INTERRUPTED
+    try:
+        gone = seconds_until_exited(child, limit=3)
+    finally:
+        kill_tagged(sessions.tag)
+    assert gone < 3, "the test's child outlived the interrupted session"
+
+
+# --------------------------------------------------------------------------------------
+# Precision
+
+
+PRECISION_DEADLINE = 1.0
+PRECISION_COUNT = 10
+PRECISION = f"""
+    import time
+
+    import pytest
+
+    @pytest.mark.parametrize("i", range({PRECISION_COUNT}))
+    def test_in_time(i):
+        time.sleep({0.9 * PRECISION_DEADLINE})
+
+    @pytest.mark.parametrize("i", range({PRECISION_COUNT}))
+    def test_overruns(i):
+        time.sleep({1.5 * PRECISION_DEADLINE})
+"""
+
+
+@pytest.fixture(scope="module")
+def precision_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ET.Element]]:
+    """One run, under xdist, of tests that end at 0.9 of their deadline mixed with tests
+    that would run for 1.5 times it: the JUnit test cases by name.
+
+    The deadline is 1 s, not less: it covers pytest's own work around the test too
+    (reports to the xdist controller, hooks), which on a loaded machine can take tens of
+    milliseconds; 0.1 s of margin keeps "never expired" a statement about the plugin."""
+    path = tmp_path_factory.mktemp("precision")
+    (path / "test_precision.py").write_text(textwrap.dedent(PRECISION))
+    started = Sessions(path)
+    try:
+        session = started.start(f"--expiry={PRECISION_DEADLINE}", "-n", "2", "--junitxml=j.xml")
+        assert session.wait(120) == pytest.ExitCode.TESTS_FAILED, session.output
+        yield {c.get("name"): c for c in ET.parse(path / "j.xml").iter("testcase")}
+    finally:
+        started.close()
+
+
+def test_tests_that_end_at_nine_tenths_of_their_deadline_never_expire(precision_run):
+    for i in range(PRECISION_COUNT):
+        case = precision_run[f"test_in_time[{i}]"]
+        problems = case.findall("failure") + case.findall("error")
+        assert problems == [], f"test_in_time[{i}]: {problems[0].get('message')}"
+
+
+def test_tests_that_overrun_their_deadline_always_expire(precision_run):
+    for i in range(PRECISION_COUNT):
+        case = precision_run[f"test_overruns[{i}]"]
+        failure = case.find("failure")
+        assert failure is not None, f"test_overruns[{i}] ran {case.get('time')} s, not expired"
+        assert "expired" in failure.get("message", "")
+        assert float(case.get("time")) < 1.5 * PRECISION_DEADLINE
+
+
+OVERRUNS_WHILE_STACKS_ARE_GATHERED = """
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def test_overruns_by_a_tenth_of_a_second():
+        start = time.monotonic()
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        stacks = os.environ["PYTEST_EXPIRY_STACKS"].partition(":")[2]
+        while not os.path.exists(os.path.join(stacks, str(child.pid))):
+            time.sleep(0.01)  # the child can answer the stacks signal...
+        os.kill(child.pid, signal.SIGSTOP)  # ...but, stopped, it will not
+        time.sleep(start + 2.1 - time.monotonic())
+        child.kill()
+        child.wait()
+"""
+
+
+def test_a_test_that_ends_after_its_deadline_while_stacks_are_gathered_still_expires(
+    pytester, run_pytest
+):
+    """Holding the watchdog in its stack gathering with a stopped Python child makes
+    deterministic what load does at random: the watchdog reacts late to a deadline."""
+    pytester.makepyfile(OVERRUNS_WHILE_STACKS_ARE_GATHERED)
+    run = run_pytest("--expiry=2")
+    outcomes = run.result.parseoutcomes()
+    assert outcomes.get("failed", 0) + outcomes.get("errors", 0) == 1, "the overrun went unnoticed"
+    assert "expired" in run.output
+
+
+@pytest.mark.slow
+def test_many_short_deadlines_under_xdist_give_no_false_expiry(pytester, run_pytest):
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("i", range(500))
+        def test_trivial(i):
+            assert i >= 0
+        """
+    )
+    report = pytester.path / "expiry.json"
+    run = run_pytest("--expiry=0.3", "-n", "2", f"--expiry-report={report}")
+    run.result.assert_outcomes(passed=500)
+    assert json.loads(report.read_text())["expired"] == 0
+
+
+# --------------------------------------------------------------------------------------
+# PID safety
+
+HANGS_WITH_CHILDREN = """
+    import subprocess
+    import time
+
+    def test_hangs_with_a_child():
+        subprocess.Popen(["sleep", "60"])
+        time.sleep(60)
+
+    def test_leaks_a_child():
+        subprocess.Popen(["sleep", "60"])
+"""
+
+
+def test_an_expiry_never_signals_a_process_from_outside_the_session(pytester, run_pytest):
+    """A ``sleep`` of the same user, started before the session (it would die of SIGTERM,
+    SIGKILL, or either of the plugin's real-time signals), survives a session in which the
+    watchdog ended a hung test's tree and leak detection ended a leaked child."""
+    bystander = subprocess.Popen(["sleep", "60"])  # tagged: run_pytest set the tag already
+    try:
+        pytester.makepyfile(HANGS_WITH_CHILDREN)
+        run = run_pytest("--expiry=0.5", "--expiry-grace=0.3")
+        run.result.assert_outcomes(failed=1, passed=1)
+        assert "LEAKED" in run.output
+        assert bystander.poll() is None, f"the bystander died: {bystander.returncode}"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_pid_1_and_the_watchdogs_own_pid_are_protected():
+    assert procs.is_protected(0)
+    assert procs.is_protected(1)
+    assert procs.is_protected(os.getpid())
+    assert not procs.is_protected(os.getppid())
+
+
+def test_identify_never_returns_a_protected_process():
+    assert procs.identify(1) is None
+    assert procs.identify(os.getpid()) is None
+    assert procs.identify(os.getpid(), psutil.Process().create_time()) is None
+
+
+@pytest.fixture
+def sent_signals(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Record, instead of sending, every signal the code under test sends: a regression
+    here must fail the test, not SIGKILL pid 1 or pytest."""
+    sent: list[tuple[int, int]] = []
+
+    def record_send(process: psutil.Process, sig: int) -> None:
+        sent.append((process.pid, int(sig)))
+
+    def record_main_thread(pid: int, signum: int) -> None:
+        sent.append((pid, int(signum)))
+
+    monkeypatch.setattr(psutil.Process, "send_signal", record_send)
+    monkeypatch.setattr(psutil.Process, "kill", lambda p: record_send(p, signal.SIGKILL))
+    monkeypatch.setattr(psutil.Process, "terminate", lambda p: record_send(p, signal.SIGTERM))
+    monkeypatch.setattr("pytest_expiry.escalation.signal_main_thread", record_main_thread)
+    monkeypatch.setattr("pytest_expiry.stacks.signal_main_thread", record_main_thread)
+    monkeypatch.setattr(os, "kill", record_main_thread)
+    return sent
+
+
+def test_end_processes_never_signals_pid_1_or_the_watchdog_itself(sent_signals):
+    ending = procs.end_processes([psutil.Process(1), psutil.Process()], grace=0)
+    assert sent_signals == []
+    assert ending.signals == {}
+
+
+@pytest.mark.parametrize("who", ["pid 1", "the watchdog itself"])
+def test_an_expired_scope_claimed_by_a_protected_pid_escalates_to_nothing(sent_signals, who):
+    pid = 1 if who == "pid 1" else os.getpid()
+    request = TimerRequest(pid, "test_x.py::test_x", clock() - 1, psutil.Process(pid).create_time())
+    delivered: list[Any] = []
+    settings = LadderSettings(0.1, default_signals(), tempfile.gettempdir())
+    Escalation(request, settings, lambda pid, event: delivered.append(event)).run()
+    assert sent_signals == []
+    assert delivered == []
+
+
+def _take_pid(pid: int, attempts: int = 50) -> subprocess.Popen[bytes] | None:
+    """Start a ``sleep`` that gets exactly ``pid`` (through ns_last_pid), or None."""
+    for _ in range(attempts):
+        try:
+            with open("/proc/sys/kernel/ns_last_pid", "w") as last:
+                last.write(str(pid - 1))
+        except OSError:
+            return None
+        candidate = subprocess.Popen(["sleep", "60"])
+        if candidate.pid == pid:
+            return candidate
+        candidate.kill()
+        candidate.wait()
+    return None
+
+
+def test_a_recycled_pid_is_never_signalled():
+    """A process object of a test's child that exited, whose pid now names a stranger:
+    ``identify`` refuses it and ``end_processes`` neither raises nor signals the stranger."""
+    original = subprocess.Popen(["sleep", "60"])
+    remembered = psutil.Process(original.pid)
+    original.kill()
+    original.wait()
+    time.sleep(0.05)  # a create time differs from the old one by at least a clock tick
+    stranger = _take_pid(original.pid)
+    if stranger is None:
+        pytest.skip("cannot recycle a pid here (ns_last_pid not writable, or too busy)")
+    try:
+        assert procs.identify(remembered.pid, remembered.create_time()) is None
+        assert procs.gone(remembered)
+        ending = procs.end_processes([remembered], grace=0.1)
+        assert ending.signals == {}
+        time.sleep(0.1)
+        assert stranger.poll() is None, "the stranger that got the recycled pid was signalled"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_process_that_exited_is_never_signalled_and_never_an_error():
+    child = subprocess.Popen(["sleep", "60"])
+    remembered = psutil.Process(child.pid)
+    child.kill()
+    child.wait()
+    ending = procs.end_processes([remembered], grace=0.1)
+    assert ending.signals == {}
+    assert ending.survivors == []
+
+
+# --------------------------------------------------------------------------------------
+# Private channel
+
+
+@pytest.fixture(scope="module")
+def running_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The private directory of a live session (its test sleeps under a deadline)."""
+    path = tmp_path_factory.mktemp("running")
+    (path / "test_long.py").write_text(textwrap.dedent(LONG_TEST))
+    started = Sessions(path)
+    try:
+        session = started.start("--expiry=120", "test_long.py")
+        yield watchdog_directory(session.watchdog())
+    finally:
+        started.close()
+
+
+def test_the_session_directory_is_private_to_the_sessions_user(running_session):
+    info = os.stat(running_session)
+    assert os.path.basename(running_session).startswith("pytest-expiry-")
+    assert info.st_uid == os.getuid()
+    assert info.st_mode & 0o777 == 0o700
+    assert {"socket", "wake", "stacks"} <= set(os.listdir(running_session))
+
+
+def _nobody() -> pwd.struct_passwd:
+    if os.getuid() != 0:
+        pytest.skip("needs root, to act as another user")
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody'")
+
+
+AS_NOBODY = """
+import errno, os, socket, sys
+directory, uid, gid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.setgroups([])
+os.setgid(gid)
+os.setuid(uid)
+def attempt(action):
+    try:
+        action()
+        return "ok"
+    except OSError as error:
+        return errno.errorcode.get(error.errno, str(error.errno))
+stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+wake = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+print(attempt(lambda: stream.connect(os.path.join(directory, "socket"))),
+      attempt(lambda: wake.sendto(b"!", os.path.join(directory, "wake"))),
+      attempt(lambda: os.listdir(os.path.join(directory, "stacks"))))
+"""
+
+
+def test_another_user_cannot_reach_the_watchdogs_sockets(running_session):
+    nobody = _nobody()
+    result = subprocess.run(
+        [sys.executable, "-c", AS_NOBODY, running_session, str(nobody.pw_uid), str(nobody.pw_gid)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    connect, wake, stacks = result.stdout.split()
+    assert (connect, wake, stacks) == ("EACCES", "EACCES", "EACCES")
+
+
+class Queue:
+    """A watchdog's end of the channel, in this process, in a fresh directory."""
+
+    def __init__(self, mode: int = 0o700) -> None:
+        self.directory = tempfile.mkdtemp(prefix="reliability-channel-")
+        os.chmod(self.directory, mode)
+        listener, waker = bind_sockets(self.directory)
+        self.socket_path = os.path.join(self.directory, "socket")
+        self.queue = SocketRequestQueue(listener, waker)
+        self._sockets = [listener, waker]
+        self.errors: list[BaseException] = []
+
+    def drain(
+        self, seconds: float, until: Callable[[list[TimerRequest]], bool] | None = None
+    ) -> list[TimerRequest]:
+        """Every request the queue yields within ``seconds`` (or until ``until`` is true);
+        exceptions out of ``get`` are collected in ``errors``."""
+        requests: list[TimerRequest] = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not (until and until(requests)):
+            try:
+                requests += self.queue.get(16, 0.05)
+            except Exception as error:
+                self.errors.append(error)
+                time.sleep(0.01)
+        return requests
+
+    def connect(self) -> socket.socket:
+        peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        peer.connect(self.socket_path)
+        return peer
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def channel() -> Iterator[Queue]:
+    queue = Queue()
+    yield queue
+    queue.close()
+
+
+def frame(kind: bytes, payload: bytes, deadline: float = 0.0) -> bytes:
+    return _FRAME.pack(kind, deadline, 0.0, 0.0, len(payload)) + payload
+
+
+def hello(pid: int, created: float) -> bytes:
+    return frame(b"H", f"{pid},{created!r}".encode())
+
+
+def closed_by_peer(sock: socket.socket, timeout: float = 2.0) -> bool:
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+AS_NOBODY_PEER = """
+import os, socket, struct, sys, time
+path, uid, gid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.setgroups([])
+os.setgid(gid)
+os.setuid(uid)
+FRAME = struct.Struct("!cdddI")
+def frame(kind, payload, deadline=0.0):
+    return FRAME.pack(kind, deadline, 0.0, 0.0, len(payload)) + payload
+peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+peer.connect(path)
+me = f"{os.getpid()},{time.time()!r}".encode()
+try:
+    peer.sendall(frame(b"H", me) + frame(b"A", b"test_x.py::test_x", time.monotonic() - 1))
+except OSError:
+    pass
+peer.settimeout(5)
+try:
+    print("closed" if peer.recv(1) == b"" else "open")
+except ConnectionResetError:
+    print("closed")
+except TimeoutError:
+    print("open")
+"""
+
+
+def test_a_peer_of_another_user_is_refused_even_if_it_reaches_the_socket():
+    """Defence in depth behind the 0700 directory: ``SO_PEERCRED`` names the peer's user,
+    and a peer of another user is disconnected before any of its frames is read."""
+    nobody = _nobody()
+    channel = Queue(mode=0o755)
+    try:
+        os.chmod(channel.socket_path, 0o777)
+        peer = subprocess.Popen(
+            [sys.executable, "-c", AS_NOBODY_PEER, channel.socket_path,
+             str(nobody.pw_uid), str(nobody.pw_gid)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        requests = channel.drain(10, until=lambda _: peer.poll() is not None)
+        out, err = peer.communicate(timeout=10)
+        assert out.strip() == "closed", err
+        assert requests == []
+        assert channel.errors == []
+    finally:
+        channel.close()
+
+
+def test_a_peer_whose_hello_names_another_pid_is_dropped_and_arms_nothing(channel):
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        forger = channel.connect()
+        created = psutil.Process(stranger.pid).create_time()
+        forger.sendall(
+            hello(stranger.pid, created) + frame(b"A", b"test_x.py::test_x", clock() - 1)
+        )
+        requests = channel.drain(0.5)
+        assert closed_by_peer(forger)
+        arms = [r for r in requests if isinstance(r, ScopeRequest) and not r.is_release]
+        assert arms == []
+        assert channel.errors == []
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+VICTIM = """
+import sys, time
+from pytest_expiry.channel import ChannelClient
+from pytest_expiry.timer.api import clock
+client = ChannelClient(sys.argv[1])
+client.arm("test_victim.py::test_victim", clock() + 60, 0.0, clock())
+print("armed", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_peer_whose_hello_names_another_pid_cannot_disarm_that_process(channel):
+    """Dropping the liar must not release the scopes of the pid it named."""
+    victim = subprocess.Popen(
+        [sys.executable, "-c", VICTIM, channel.directory],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert victim.stdout is not None and victim.stdout.readline() == "armed\n"
+        requests = channel.drain(5, until=lambda got: any(r.worker_id == victim.pid for r in got))
+        assert [r.scope_id for r in requests] == ["test_victim.py::test_victim"]
+        forger = channel.connect()
+        forger.sendall(hello(victim.pid, psutil.Process(victim.pid).create_time()))
+        requests = channel.drain(0.5)
+        assert closed_by_peer(forger)
+        assert not [r for r in requests if r.worker_id == victim.pid], (
+            "a forged HELLO released the victim's scopes"
+        )
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_a_malformed_frame_costs_only_its_sender(channel):
+    """A payload that is not UTF-8, a HELLO that is not numbers: the sender is dropped,
+    ``get`` never raises, and the peers read after it are still read."""
+    not_utf8 = channel.connect()
+    not_utf8.sendall(frame(b"A", b"\xff\xfe not utf-8", clock() + 60))
+    not_numbers = channel.connect()
+    not_numbers.sendall(frame(b"H", b"me,now"))
+    channel.drain(0.2)
+    good = ChannelClient(channel.directory)
+    try:
+        good.arm("test_good.py::test_good", clock() + 60, 0.0, clock())
+        requests = channel.drain(2, until=bool)
+        assert [r.scope_id for r in requests] == ["test_good.py::test_good"]
+        assert closed_by_peer(not_utf8)
+        assert closed_by_peer(not_numbers)
+        assert channel.errors == []
+    finally:
+        good.close()
+        not_utf8.close()
+        not_numbers.close()
+
+
+# --------------------------------------------------------------------------------------
+# Stress
+
+STRESS_COUNT = 400
+HANG_KINDS = {
+    "sleep": [13, 71, 137, 199, 263, 331],
+    "busy": [29, 89, 151, 211, 281, 347],
+    "child": [43, 107, 173, 239, 307],
+    "gil": [61, 227, 379],  # hard-killed: each costs the grace and a worker restart
+}
+STRESS = f"""
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    KIND = {{i: kind for kind, indices in {HANG_KINDS!r}.items() for i in indices}}
+
+    @pytest.mark.parametrize("i", range({STRESS_COUNT}))
+    def test_many(i):
+        kind = KIND.get(i)
+        if kind == "sleep":
+            time.sleep(3600)
+        elif kind == "busy":
+            while True:
+                pass
+        elif kind == "child":
+            subprocess.run([sys.executable, "-c", "import time; time.sleep(3600)"])
+        elif kind == "gil":
+            sum(range(10**15))
+"""
+
+
+@dataclass
+class StressRun:
+    output: str
+    cases: dict[str, ET.Element]  # JUnit test cases by name
+    report: dict[str, Any]  # the JSON report
+    hangs: set[str]
+
+
+@pytest.fixture(scope="module")
+def stress_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StressRun]:
+    """400 tests with a 0.3 s deadline under two xdist workers; 5% hang (sleep, busy loop,
+    hung child process, C loop holding the GIL)."""
+    path = tmp_path_factory.mktemp("stress")
+    (path / "test_stress.py").write_text(textwrap.dedent(STRESS))
+    started = Sessions(path)
+    try:
+        session = started.start(
+            "--expiry=0.3", "--expiry-grace=0.5", "-n", "2", "--max-worker-restart=10",
+            "--junitxml=j.xml", "--expiry-report=expiry.json",
+        )  # fmt: skip
+        assert session.wait(300) == pytest.ExitCode.TESTS_FAILED, session.output
+        yield StressRun(
+            session.output,
+            {c.get("name"): c for c in ET.parse(path / "j.xml").iter("testcase")},
+            json.loads((path / "expiry.json").read_text()),
+            {f"test_many[{i}]" for indices in HANG_KINDS.values() for i in indices},
+        )
+    finally:
+        started.close()  # and nothing is left running
+
+
+@pytest.mark.slow
+def test_stress_every_hang_fails_as_expired_and_every_other_test_passes(stress_run):
+    hangs = stress_run.hangs
+    assert outcome_counts(stress_run.output) == {
+        "failed": len(hangs), "passed": STRESS_COUNT - len(hangs)
+    }  # fmt: skip
+    assert len(stress_run.cases) == STRESS_COUNT
+    for name, case in stress_run.cases.items():
+        problems = case.findall("failure") + case.findall("error")
+        if name in hangs:
+            assert len(problems) == 1 and problems[0].tag == "failure", name
+            assert "expired" in problems[0].get("message", ""), name
+        else:
+            assert problems == [], f"{name} did not hang but: {problems[0].get('message')}"
+    assert "maximum crashed workers" not in stress_run.output
+
+
+@pytest.mark.slow
+def test_stress_the_json_report_has_one_expiry_record_per_hang(stress_run):
+    records = [e for e in stress_run.report["events"] if e["event"] in ("expired", "hard_killed")]
+    assert sorted(e["nodeid"].split("::")[-1] for e in records) == sorted(stress_run.hangs)
+    assert stress_run.report["expired"] == len(stress_run.hangs)
+    hard = {e["nodeid"].split("::")[-1] for e in records if e["event"] == "hard_killed"}
+    assert hard == {f"test_many[{i}]" for i in HANG_KINDS["gil"]}
+
+
+@pytest.mark.slow
+def test_stress_no_expiry_ever_signals_the_xdist_controller(stress_run):
+    """Every process an expiry signalled is the test process or one of its descendants;
+    the controller (the test process's parent) never is, not even for a hard kill."""
+    for record in stress_run.report["events"]:
+        if record["event"] not in ("expired", "hard_killed"):
+            continue
+        [worker] = [p for p in record["processes"] if p["role"] == "test process"]
+        listed = {str(p["pid"]) for p in record["processes"]}
+        assert set(record["signals"]) <= listed, record["nodeid"]
+        assert str(worker["ppid"]) not in record["signals"], record["nodeid"]
+        assert worker["ppid"] not in {p["pid"] for p in record["processes"]}, record["nodeid"]
+
+
+# --------------------------------------------------------------------------------------
+# Signals the tests use
+
+USES_SIGALRM = """
+    import signal
+    import time
+
+    import pytest
+
+    class Alarm(Exception):
+        pass
+
+    def on_alarm(signum, frame):
+        raise Alarm()
+
+    def test_uses_sigalrm_to_bound_a_sleep():
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            with pytest.raises(Alarm):
+                time.sleep(10)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    @pytest.mark.expires(0.5)
+    def test_hangs_afterwards():
+        time.sleep(60)
+"""
+USES_SIGUSR1 = """
+    import os
+    import signal
+    import time
+
+    import pytest
+
+    def test_handles_its_own_sigusr1():
+        received = []
+        previous = signal.signal(signal.SIGUSR1, lambda signum, frame: received.append(signum))
+        try:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            end = time.monotonic() + 2
+            while not received and time.monotonic() < end:
+                time.sleep(0.01)
+            assert received == [signal.SIGUSR1]
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+
+    @pytest.mark.expires(0.5)
+    def test_hangs_afterwards():
+        time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("source", [USES_SIGALRM, USES_SIGUSR1], ids=["SIGALRM", "SIGUSR1"])
+def test_a_tests_own_signal_handler_works_and_expiry_still_works_after_it(
+    pytester, run_pytest, source
+):
+    pytester.makepyfile(source)
+    run = run_pytest("--expiry=5")
+    run.result.assert_outcomes(passed=1, failed=1)
+    failure = run.testcase("test_hangs_afterwards").find("failure")
+    assert failure is not None and "expired" in failure.get("message", "")
+
+
+CUSTOM_SIGNALS = """
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def test_the_plugin_handles_the_chosen_interrupt_signal():
+        handler = signal.getsignal(signal.SIGHUP)
+        assert getattr(handler, "__name__", None) == "_on_interrupt"
+
+    def test_hangs_with_a_python_child():
+        subprocess.run([sys.executable, "-c", "import time; time.sleep(3600)"])
+
+    def test_after():
+        pass
+"""
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["SIGUSR2,SIGHUP", f"{int(signal.SIGUSR2)},{int(signal.SIGHUP)}"],
+    ids=["names", "numbers"],
+)
+def test_pytest_expiry_signals_moves_the_plugins_signals_and_expiry_still_works(
+    pytester, run_pytest, monkeypatch, value
+):
+    """Stacks on SIGUSR2 (of the test process and of its Python child), the interrupt on
+    SIGHUP."""
+    monkeypatch.setenv("PYTEST_EXPIRY_SIGNALS", value)
+    pytester.makepyfile(CUSTOM_SIGNALS)
+    run = run_pytest("--expiry=1", "--expiry-grace=0.5")
+    run.result.assert_outcomes(passed=2, failed=1)
+    failure = run.testcase("test_hangs_with_a_python_child").find("failure")
+    assert failure is not None and "expired" in failure.get("message", "")
+    assert "(no Python stack" not in (failure.text or "")
+    assert 'File "<string>", line 1' in (failure.text or ""), "no stack of the Python child"
+
+
+@pytest.mark.parametrize("value", ["SIGKILL,SIGUSR1", "nonsense", "SIGUSR1,SIGUSR1", "SIGUSR1"])
+def test_a_bad_pytest_expiry_signals_is_a_usage_error_naming_the_variable(
+    pytester, run_pytest, monkeypatch, value
+):
+    monkeypatch.setenv("PYTEST_EXPIRY_SIGNALS", value)
+    pytester.makepyfile("def test_ok(): pass")
+    run = run_pytest("--expiry=1", junit=False)
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "PYTEST_EXPIRY_SIGNALS" in run.output
+
+
+def test_a_frame_announcing_a_huge_payload_drops_its_sender(channel):
+    """The watchdog never buffers more than one frame's worth for a peer: a frame that
+    announces a payload far longer than any scope id ends that peer's connection."""
+    liar = channel.connect()
+    me = psutil.Process()
+    liar.sendall(hello(me.pid, me.create_time()) + _FRAME.pack(b"A", 1.0, 0.0, 0.0, 1 << 31))
+    channel.drain(0.5)
+    assert closed_by_peer(liar)
+    assert channel.errors == []

@@ -17,15 +17,9 @@ import pytest
 from pytest_expiry import hookspecs
 from pytest_expiry.budget import SessionBudget
 from pytest_expiry.controller import ExpiryController
-from pytest_expiry.leaks import LEAK_MODES
+from pytest_expiry.options import add_options
 from pytest_expiry.runner import ExpiryRunner
-from pytest_expiry.settings import (
-    Settings,
-    fraction,
-    positive,
-    seconds,
-    timeout_compat_possible,
-)
+from pytest_expiry.settings import Settings
 from pytest_expiry.signals import ExpirySignals, default_signals, parse_signals
 from pytest_expiry.timer.api import clock
 from pytest_expiry.xdist_bridge import WORKER_KEY, XdistBridge, isolate_with_one_worker
@@ -39,85 +33,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("expiry", "pytest-expiry: deadlines enforced by a watchdog process")
-    group.addoption(
-        "--expiry", type=seconds, metavar="SECONDS",
-        help="deadline of every test (setup, call and teardown together); 0 disables. "
-        "Also ini 'expiry' and env PYTEST_EXPIRY; @pytest.mark.expires(SECONDS) overrides.",
-    )  # fmt: skip
-    group.addoption(
-        "--expiry-grace", type=seconds, metavar="SECONDS",
-        help="after an expiry: time a test process has to stop, and SIGTERM -> SIGKILL delay "
-        "for its children (default 2).",
-    )  # fmt: skip
-    group.addoption(
-        "--expiry-scale", type=positive, metavar="FACTOR",
-        help="multiply every deadline, e.g. 3 on a slow CI machine (default 1).",
-    )  # fmt: skip
-    group.addoption(
-        "--expiry-slow", type=fraction, metavar="FRACTION",
-        help="name a test as SLOW once it has used this fraction of its deadline "
-        "(default 0.5; 0 disables).",
-    )  # fmt: skip
-    group.addoption(
-        "--expiry-func-only", action="store_true", default=None,
-        help="deadlines cover the test function only, not its fixtures' setup and teardown.",
-    )  # fmt: skip
-    group.addoption(
-        "--expiry-leaks", choices=LEAK_MODES, metavar="MODE",
-        help="processes a test leaves running after its teardown: kill (report and end them; "
-        "the default on Linux), warn (report only), fail (end them and fail the test), off.",
-    )  # fmt: skip
-    group.addoption(
-        "--expiry-session", type=seconds, metavar="SECONDS",
-        help="budget of the whole session: once exceeded, the running test expires and no "
-        "further test runs (they are reported as skipped: not run).",
-    )  # fmt: skip
-    group.addoption(
-        "--expiry-collect", type=seconds, metavar="SECONDS",
-        help="deadline for importing each test module (default: the test deadline); a module "
-        "that hangs at import becomes a collection error.",
-    )  # fmt: skip
-    group.addoption(
-        "--expiry-exit", type=seconds, metavar="SECONDS",
-        help="after the session, how long the interpreter may take to exit before what blocks "
-        "it is reported and it exits with the session's status (default 10 when a deadline "
-        "is set; 0 disables).",
-    )  # fmt: skip
-    group.addoption(
-        "--expiry-report", metavar="PATH", help="write every expiry event to PATH as JSON."
-    )
-    group.addoption(
-        "--expiry-isolate", action="store_true", default=False,
-        help="run the tests in a pytest-xdist worker, so that a test that has to be killed "
-        "(C code holding the GIL, a swallowed Expired) fails and the session carries on.",
-    )  # fmt: skip
-    group.addoption(
-        "--expiry-no-timeout-compat", dest="expiry_timeout_compat", action="store_false",
-        default=None,
-        help="ignore pytest-timeout's marker, option and ini value (honoured by default when "
-        "pytest-timeout is not installed).",
-    )  # fmt: skip
-    for name, help_text in [
-        ("expiry", "default deadline of every test in seconds (0 disables)"),
-        ("expiry_grace", "seconds between interrupt or SIGTERM and SIGKILL (default 2)"),
-        ("expiry_scale", "factor applied to every deadline (default 1)"),
-        ("expiry_slow", "fraction of the deadline after which a test is SLOW (default 0.5)"),
-        ("expiry_func_only", "true: deadlines cover the test function only"),
-        ("expiry_report", "path of the JSON report"),
-        ("expiry_leaks", "kill, warn, fail or off: processes a test leaves running"),
-        ("expiry_session", "budget of the whole session in seconds (0: none)"),
-        ("expiry_collect", "deadline for importing each test module (default: expiry)"),
-        ("expiry_exit", "seconds the interpreter may take to exit after the session"),
-        ("expiry_timeout_compat", "false: ignore pytest-timeout's marker and settings"),
-    ]:
-        parser.addini(name, help_text, default="")
-    if timeout_compat_possible():
-        group.addoption(
-            "--timeout", type=seconds, metavar="SECONDS",
-            help="pytest-timeout's spelling of --expiry (pytest-timeout is not installed).",
-        )  # fmt: skip
-        parser.addini("timeout", "pytest-timeout's spelling of ini 'expiry'", default="")
+    add_options(parser)
 
 
 def _register_markers(config: pytest.Config, settings_compat: bool) -> None:

@@ -1057,12 +1057,13 @@ def test_a_malformed_frame_costs_only_its_sender(channel):
 # --------------------------------------------------------------------------------------
 # Stress
 
-STRESS_COUNT = 400
+STRESS_COUNT = 2000
+_SPREAD = (0, 2)  # each index below, times 5, plus each of these: two hangs per slot
 HANG_KINDS = {
-    "sleep": [13, 71, 137, 199, 263, 331],
-    "busy": [29, 89, 151, 211, 281, 347],
-    "child": [43, 107, 173, 239, 307],
-    "gil": [61, 227, 379],  # hard-killed: each costs the grace and a worker restart
+    "sleep": [5 * i + d for i in (13, 71, 137, 199, 263, 331) for d in _SPREAD],
+    "busy": [5 * i + d for i in (29, 89, 151, 211, 281, 347) for d in _SPREAD],
+    "child": [5 * i + d for i in (43, 107, 173, 239, 307) for d in _SPREAD],
+    "gil": [5 * i for i in (61, 227, 379)],  # hard-killed: each costs grace + a worker restart
 }
 STRESS = f"""
     import subprocess
@@ -1098,8 +1099,8 @@ class StressRun:
 
 @pytest.fixture(scope="module")
 def stress_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StressRun]:
-    """400 tests with a 0.3 s deadline under two xdist workers; 5% hang (sleep, busy loop,
-    hung child process, C loop holding the GIL)."""
+    """2000 tests with a 0.3 s deadline under two xdist workers; 37 of them hang (sleep,
+    busy loop, hung child process, C loop holding the GIL)."""
     path = tmp_path_factory.mktemp("stress")
     (path / "test_stress.py").write_text(textwrap.dedent(STRESS))
     started = Sessions(path)

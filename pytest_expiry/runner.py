@@ -57,6 +57,7 @@ class ExpiryRunner:
         self.leaks: LeakWatch | None = None
         self.unavailable: str | None = None
         self._warned = False
+        self._hung_modules = 0
 
     def _start_guard(self) -> Guard | None:
         try:
@@ -215,7 +216,21 @@ class ExpiryRunner:
             record = self._account(guard, scope, "collect")
             guard.release()
             _attach(report, record)
+            self._hung_modules += 1
         return report
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        """A module that hung at import is reported, but does not stop the other modules'
+        tests from running (other collection errors keep pytest's rule)."""
+        option = session.config.option
+        if not self._hung_modules or session.testsfailed != self._hung_modules:
+            return (yield)
+        previous, option.continue_on_collection_errors = option.continue_on_collection_errors, True
+        try:
+            return (yield)
+        finally:
+            option.continue_on_collection_errors = previous
 
     def _note_if_slow(
         self, nodeid: str, seconds: float, elapsed: float, report: pytest.TestReport

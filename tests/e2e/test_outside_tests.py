@@ -30,11 +30,25 @@ def test_a_module_that_hangs_at_import_becomes_a_collection_error_with_its_stack
     assert run.seconds < 30
 
 
-def test_without_continue_on_collection_errors_the_run_stops_as_pytest_does(pytester, run_pytest):
+def test_without_xdist_the_other_modules_run_even_without_continue_on_collection_errors(
+    pytester, run_pytest
+):
     pytester.makepyfile(test_a_hangs=HANGS_AT_IMPORT, test_b_fine="def test_fine(): pass")
     run = run_pytest("--expiry=0.5")
-    assert run.result.ret == pytest.ExitCode.INTERRUPTED
+    run.result.assert_outcomes(passed=1, errors=1)
+    assert run.result.ret == pytest.ExitCode.TESTS_FAILED
     assert "expired in collect" in run.output
+
+
+def test_an_ordinary_import_error_still_stops_the_run_as_pytest_does(pytester, run_pytest):
+    pytester.makepyfile(
+        test_a_hangs=HANGS_AT_IMPORT,
+        test_b_broken="import no_such_module_anywhere",
+        test_c_fine="def test_fine(): pass",
+    )
+    run = run_pytest("--expiry=0.5")
+    assert run.result.ret == pytest.ExitCode.INTERRUPTED
+    assert "2 errors during collection" in run.output
 
 
 STUCK_AT_EXIT = """

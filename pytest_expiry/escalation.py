@@ -55,10 +55,12 @@ class Escalation:
         request: TimerRequest,
         settings: LadderSettings,
         deliver: Callable[[int, dict[str, Any]], bool],
+        before_hard_kill: Callable[[int, dict[str, Any]], None],
     ) -> None:
         self.request = request
         self._settings = settings
         self._deliver = deliver
+        self._before_hard_kill = before_hard_kill
         self._answer = threading.Event()
 
     def answered(self) -> None:
@@ -93,26 +95,27 @@ class Escalation:
         ending = procs.end_processes(tree, self._settings.grace)
         waited = clock() - interrupted_at
         hard_killed = not self._answer.wait(max(0.0, self._settings.grace - waited))
-        killed_at = None
-        if hard_killed:
-            killed_at = clock()
-            late = procs.end_processes([worker, *procs.tree_of(worker)], grace=0)
-            for pid, names in late.signals.items():
-                ending.signals.setdefault(pid, []).extend(names)
-        for record in records:
-            record["stack"] = stacks.get(record["pid"])
-            record["signals"] = ending.signals.get(record["pid"], [])
-        return {
+        event = {
             "event": "expired",
             "nodeid": self.request.scope_id,
             "pid": worker.pid,
             "armed_at": getattr(self.request, "armed_at", None),
             "deadline_at": self.request.expiration_time,
             "expired_at": expired_at,
-            "killed_at": killed_at,
+            "killed_at": clock() if hard_killed else None,
             "stacks_seconds": round(interrupted_at - expired_at, 4),
             "processes": records,
             "survivors": ending.survivors,
             "hard_killed": hard_killed,
             "wall_time": time.time(),
         }
+        for record in records:
+            record["stack"] = stacks.get(record["pid"])
+            record["signals"] = ending.signals.get(record["pid"], [])
+        if hard_killed:
+            # told first: whoever reads the killed process's output may stop at its death
+            self._before_hard_kill(worker.pid, event)
+            late = procs.end_processes([worker, *procs.tree_of(worker)], grace=0)
+            for record in records:
+                record["signals"] += late.signals.get(record["pid"], [])
+        return event

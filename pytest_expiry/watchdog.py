@@ -117,7 +117,7 @@ class ExpiryServer(TimerServer):
         )
         for key, request in list(self._timers.items()):
             if key[0] == worker_id and request.expiration_time <= clock():
-                escalation = Escalation(request, settings, self._deliver)
+                escalation = Escalation(request, settings, self._deliver, self._before_hard_kill)
                 self._escalations[worker_id] = escalation
                 self._queue.watch(worker_id, True)  # its answer must be seen at once
                 escalation.start()
@@ -126,24 +126,29 @@ class ExpiryServer(TimerServer):
     def _deliver(self, pid: int, event: dict[str, Any]) -> bool:
         with self._events_lock, open(self._events_path, "a") as events:
             events.write(json.dumps(event) + "\n")
-        if event["hard_killed"] and pid == self._session_pid:
-            self._report_lost_session(event)
         return self._queue.send_event(pid, event)
 
-    def _report_lost_session(self, event: dict[str, Any]) -> None:
-        """The pytest process itself had to be killed: nobody else is left to tell."""
-        from pytest_expiry.report import ExpiryLog, describe_expiry, hard_kill_record  # noqa: PLC0415
+    def _before_hard_kill(self, pid: int, event: dict[str, Any]) -> None:
+        """The pytest process itself is about to be killed: nobody else is left to tell."""
+        if pid != self._session_pid:
+            return
+        from pytest_expiry.report import (  # noqa: PLC0415
+            ExpiryLog,
+            describe_expiry,
+            hard_kill_record,
+        )
 
         record = hard_kill_record(event)
+        record["signals"].setdefault(str(pid), []).append("SIGKILL")  # sent right after this
+        if self._report_path:
+            ExpiryLog([record]).write_json(self._report_path, exit_status=137)
         sys.stderr.write(
             f"\n{'=' * 30} pytest-expiry: session killed {'=' * 30}\n"
             f"{describe_expiry(record)}\n\n"
-            f"The session ended here (exit status 137: SIGKILL). Run with --expiry-isolate "
+            f"The session ends here (exit status 137: SIGKILL). Run with --expiry-isolate "
             f"(pytest-xdist) to have such a test fail and the session carry on.\n"
         )
         sys.stderr.flush()
-        if self._report_path:
-            ExpiryLog([record]).write_json(self._report_path, exit_status=137)
 
 
 def main(argv: list[str] | None = None) -> None:

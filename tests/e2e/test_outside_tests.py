@@ -20,7 +20,7 @@ def test_a_module_that_hangs_at_import_becomes_a_collection_error_with_its_stack
     pytester, run_pytest, mode
 ):
     pytester.makepyfile(test_a_hangs=HANGS_AT_IMPORT, test_b_fine="def test_fine(): pass")
-    run = run_pytest("--expiry=5", "--expiry-collect=0.5", "--continue-on-collection-errors", *mode)
+    run = run_pytest("--expiry=5", "--expiry-collect=0.5", *mode)
     outcomes = run.result.parseoutcomes()
     assert outcomes["passed"] == 1
     assert outcomes["errors"] == (2 if mode else 1)  # each xdist worker collects every module

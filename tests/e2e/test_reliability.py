@@ -749,7 +749,8 @@ def test_an_expired_scope_claimed_by_a_protected_pid_escalates_to_nothing(sent_s
     request = TimerRequest(pid, "test_x.py::test_x", clock() - 1, psutil.Process(pid).create_time())
     delivered: list[Any] = []
     settings = LadderSettings(0.1, default_signals(), tempfile.gettempdir())
-    Escalation(request, settings, lambda pid, event: delivered.append(event)).run()
+    record = lambda pid, event: delivered.append(event)  # noqa: E731
+    Escalation(request, settings, record, record).run()
     assert sent_signals == []
     assert delivered == []
 

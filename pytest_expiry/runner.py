@@ -186,6 +186,10 @@ class ExpiryRunner:
         record = self._account(guard, scope, call.when)
         if call.when == "call" and func_only:
             guard.release()  # a func_only scope covers the call alone
+        else:
+            # what is left of the test starts now, with a fresh deadline: an interrupt for the
+            # earlier one that arrives late (the report took long) is then seen as stale
+            guard.rearm(scope.seconds)
         if call.excinfo is None or not call.excinfo.errisinstance(Expired):
             report.outcome = "failed"
             report.longrepr = (

@@ -4,8 +4,8 @@ Run with the bench's virtualenv (``bench/run.py`` does, for its ``hotpath`` sect
 
     bench/.work/venv/bin/python bench/hotpath.py [--tests 3000] [--gap-us 300]
 
-Drives :class:`pytest_expiry.guard.Guard` (arm + release, the two frames of a test) against a
-real watchdog process, with ``--gap-us`` of busy work between tests (a trivial test takes
+Drives :class:`pytest_expiry.guard.Guard` (arm + release: the two writes to the scope slot
+that a test costs) and the per-test leak check against a real watchdog process, with ``--gap-us`` of busy work between tests (a trivial test takes
 about 300 µs of pytest's own time), and reports per test, as JSON on stdout: the test
 process's CPU, the watchdog's CPU, the wall time added, and how often the test process was
 preempted. Variants take parts away to show what each costs.
@@ -25,6 +25,7 @@ from procstat import cpu_seconds
 
 from pytest_expiry.channel import ChannelClient, ChannelError
 from pytest_expiry.guard import Guard
+from pytest_expiry.leaks import LeakWatch, supported
 from pytest_expiry.signals import default_signals
 
 try:  # where the pytest side's handle on the watchdog lives depends on the version
@@ -36,12 +37,18 @@ NODEID = "tests/test_module.py::test_a_function_with_a_name[and-a-parameter]"
 
 
 class _NullChannel:
-    """Takes the frames and sends nothing: what is left is the guard's Python."""
+    """Takes the writes and does nothing: what is left is the guard's Python."""
 
     def arm(self, *args: object) -> None:
         pass
 
-    def release(self, *args: object) -> None:
+    def disarm(self) -> None:
+        pass
+
+    def check_alive(self) -> None:
+        pass
+
+    def wake(self) -> None:
         pass
 
     def close(self) -> None:
@@ -109,15 +116,18 @@ def main() -> None:
             null_guard.arm(NODEID, 60.0)
             null_guard.release()
 
-        def arm_only() -> None:
-            # one frame per test; release is free (the next arm would replace the scope)
+        leaks = LeakWatch("kill", 1.0) if supported() else None
+
+        def real_with_leak_check() -> None:
             guard.arm(NODEID, 60.0)
-            guard.scope = None
+            guard.release()
+            if leaks is not None:
+                leaks.check(NODEID)
 
         variants: dict[str, tuple[Callable[[], None] | None, float]] = {
             "nothing (the gap alone)": (None, gap),
             "Guard.arm + release, real watchdog": (real, gap),
-            "Guard.arm only (1 frame per test)": (arm_only, gap),
+            "Guard.arm + release + leak check, real watchdog": (real_with_leak_check, gap),
             "Guard.arm + release, no channel (Python only)": (python_only, gap),
             "Guard.arm + release back to back, no gap": (real, 0.0),
         }

@@ -1,62 +1,74 @@
-"""The private channel between test processes and the watchdog: Unix sockets in a directory
-that only the session's user can enter (mode 0700). On Linux the watchdog also checks each
-peer's credentials (``SO_PEERCRED``) and refuses other users.
+"""The private channel between test processes and the watchdog, and its test-process end.
 
-Test process -> watchdog, on a stream socket, fixed-size binary frames::
+Everything lives in the session's directory, which only the session's user can enter (mode
+0700); on Linux the watchdog also checks each peer's credentials (``SO_PEERCRED``).
+
+* **The scope slot.** A test process publishes its current scope (the running test) in a
+  small file of its own under ``scopes/``, mapped into memory by both sides. Arming and
+  releasing a scope is a write to that memory: no system call, no message, and no work for
+  the watchdog, which reads the slots when it wakes (at the next deadline it knows, and at
+  least each ``DRAIN_INTERVAL``). A slot is a sequence lock: the writer makes the sequence
+  number odd, writes, and makes it even again; the reader keeps what it read only if the
+  number was even and unchanged around its read.
+* **The stream socket** (``socket``): the ``HELLO`` that names the process and its slot,
+  and ``A``/``R`` frames for scopes beyond the slot (the :class:`TimerClient` interface,
+  any number of scopes); the watchdog sends escalation events back, one JSON object per line.
+* **The wake socket** (``wake``, datagrams): a write whose deadline is nearer than
+  ``URGENT_WITHIN``, or one that ends a scope whose deadline has passed (the answer an
+  escalation waits for), is followed by a byte here, which the watchdog waits on.
+
+Frames are fixed-size binary headers plus a payload::
 
     kind (1 byte) | deadline | slow_at | armed_at (doubles) | length (uint32) | payload
-
-``H`` hello (payload: ``pid,create_time``), ``A`` arm a scope (payload: scope id), ``R``
-release it. Watchdog -> test process: one JSON object per line (an escalation's event).
-
-Frames do not wake the watchdog: it sleeps until its next deadline and reads every socket at
-least each ``DRAIN_INTERVAL``. Waking it for every frame would cost two context switches per
-test, which on a busy machine is most of the plugin's per-test cost. A frame whose deadline
-is nearer than ``URGENT_WITHIN``, or one that finds the socket's buffer full, is followed by a
-byte on the wake socket, which the watchdog does wait on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import mmap
 import os
 import select
-import selectors
 import socket
 import struct
-import sys
-import threading
-from collections import deque
-from dataclasses import dataclass, field
+import weakref
 from typing import Any
 
-from pytest_expiry.timer.api import RequestQueue, TimerClient, TimerRequest, clock
+from pytest_expiry.timer.api import TimerClient, clock
 
 __all__ = [
-    "ALL_SCOPES",
     "DRAIN_INTERVAL",
+    "FRAME",
+    "SLOT",
     "ChannelClient",
     "ChannelError",
-    "ScopeRequest",
-    "SocketRequestQueue",
     "bind_sockets",
+    "stacks_directory",
 ]
 
-_FRAME = struct.Struct("!cdddI")
-_HELLO, _ARM, _RELEASE = b"H", b"A", b"R"
+FRAME = struct.Struct("!cdddI")
+HELLO, ARM, RELEASE = b"H", b"A", b"R"
 SOCKET_NAME, WAKE_NAME = "socket", "wake"
-STACKS_NAME, EVENTS_NAME = "stacks", "events.jsonl"  # the rest of a session's directory
+STACKS_NAME, EVENTS_NAME, SCOPES_NAME = "stacks", "events.jsonl", "scopes"
 DRAIN_INTERVAL = 0.5
 URGENT_WITHIN = 4 * DRAIN_INTERVAL
-_BUFFER = 1 << 20  # room for thousands of frames between drains (the kernel may cap it)
+MAX_PAYLOAD = 1 << 16  # a scope id is a node id: a longer frame is not ours
+
+SLOT = struct.Struct("=QdddQQ")
+"""A slot's header: sequence, deadline (-1: released), slow_at, armed_at, name length, and
+the sequence again (a header read half-written shows two different numbers)."""
+SLOT_SEQUENCE = struct.Struct("=Q")
+SLOT_NAME_AT = 64
+SLOT_SIZE = SLOT_NAME_AT + MAX_PAYLOAD
+RELEASED = -1.0
+_BUFFER = 1 << 20  # room for the A/R frames of many scopes between drains
 _SEND_PATIENCE = 5.0
-_MAX_PAYLOAD = 1 << 16  # a scope id is a node id: a longer frame is not ours
-ALL_SCOPES = "*"
-"""Scope id of the release a queue emits when a peer disconnects: drop all its timers."""
 
 
 def bind_sockets(directory: str) -> tuple[socket.socket, socket.socket]:
-    """The watchdog's listening stream socket and its wake datagram socket."""
+    """The watchdog's listening stream socket and its wake datagram socket (and the
+    directory of the scope slots)."""
+    os.mkdir(os.path.join(directory, SCOPES_NAME), 0o700)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     waker = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
@@ -70,76 +82,145 @@ def bind_sockets(directory: str) -> tuple[socket.socket, socket.socket]:
     return listener, waker
 
 
+def stacks_directory(directory: str) -> str:
+    """Where the processes of a session's tests write their stack dumps."""
+    return os.path.join(directory, STACKS_NAME)
+
+
 class ChannelError(OSError):
     """The watchdog cannot be reached any more."""
 
 
-@dataclass(frozen=True)
-class ScopeRequest(TimerRequest):
-    """A timer request that may also ask for a SLOW notice at ``slow_at``, and that says
-    when the scope started (``armed_at``), for reports of how long it ran."""
+_clients: weakref.WeakSet[ChannelClient] = weakref.WeakSet()
 
-    slow_at: float | None = None
-    armed_at: float | None = None
+
+def _forget_clients_in_child() -> None:
+    """A forked child must not speak for its parent: the slot and socket are the parent's."""
+    for client in list(_clients):
+        client.detach()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_clients_in_child)
 
 
 class ChannelClient(TimerClient):
-    """The test process's end of the channel (one per process, connected once)."""
+    """The test process's end of the channel (one per process, connected once).
+
+    :meth:`arm` and :meth:`disarm` publish the process's current scope in its slot;
+    :meth:`acquire` and :meth:`release` (the :class:`TimerClient` interface) send frames,
+    for any number of further scopes.
+    """
 
     def __init__(self, directory: str) -> None:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._waker = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._wake_path = os.path.join(directory, WAKE_NAME)
+        self._slot: mmap.mmap | None = None
+        self._slot_path = ""
+        self._sequence = 0
+        self._published = RELEASED
         self._pending = b""
         try:
+            self._open_slot(os.path.join(directory, SCOPES_NAME))
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
             self._sock.connect(os.path.join(directory, SOCKET_NAME))
             self._sock.setblocking(False)  # no poll() before each send, and never stuck
-            import psutil  # noqa: PLC0415 - the watchdog imports this module and needs no psutil
-
-            me = psutil.Process()
-            self._send(_HELLO, 0.0, 0.0, 0.0, f"{me.pid},{me.create_time()!r}")
+            self._send(HELLO, 0.0, 0.0, 0.0, f"{os.getpid()},{os.path.basename(self._slot_path)}")
         except OSError as error:
             self.close()
             raise ChannelError(
                 f"cannot reach the expiry watchdog in {directory}: {error}"
             ) from error
+        self._hangup = select.poll()
+        self._hangup.register(self._sock, select.POLLHUP)
+        _clients.add(self)
+
+    def _open_slot(self, scopes: str) -> None:
+        self._slot_path = os.path.join(scopes, str(os.getpid()))
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self._slot_path, flags, 0o600)
+        except FileExistsError:  # left by an earlier process with this pid
+            os.unlink(self._slot_path)
+            fd = os.open(self._slot_path, flags, 0o600)
+        try:
+            os.ftruncate(fd, SLOT_SIZE)
+            self._slot = mmap.mmap(fd, SLOT_SIZE)
+        finally:
+            os.close(fd)
+
+    def arm(self, scope_id: str, deadline: float, slow_at: float, armed_at: float) -> None:
+        """Publish ``scope_id`` as this process's current scope (replacing the earlier one),
+        started at ``armed_at``, with a SLOW notice at ``slow_at`` (0 for none)."""
+        now = self._write(deadline, slow_at, armed_at, scope_id.encode()[:MAX_PAYLOAD])
+        if 0 < deadline < now + URGENT_WITHIN or 0 < slow_at < now + URGENT_WITHIN:
+            self.wake()
+
+    def disarm(self) -> None:
+        """This process has no current scope any more."""
+        self._write(RELEASED, 0.0, 0.0, b"")
+
+    def _write(self, deadline: float, slow_at: float, armed_at: float, name: bytes) -> float:
+        """Write the slot; wake the watchdog if the scope replaced is overdue (it may be
+        escalating it, and waits for this answer). Returns the time of the write."""
+        now = clock()
+        slot = self._slot
+        if slot is None:
+            return now
+        self._sequence += 1
+        SLOT_SEQUENCE.pack_into(slot, 0, self._sequence)  # odd: being written
+        slot[SLOT_NAME_AT : SLOT_NAME_AT + len(name)] = name
+        self._sequence += 1
+        sequence = self._sequence
+        SLOT.pack_into(slot, 0, sequence, deadline, slow_at, armed_at, len(name), sequence)
+        overdue, self._published = 0 < self._published <= now, deadline
+        if overdue:
+            self.wake()
+        return now
+
+    def wake(self) -> None:
+        """Have the watchdog read the slots now rather than at its next drain."""
+        try:
+            self._waker.sendto(b"!", self._wake_path)
+        except OSError as error:
+            raise ChannelError(f"the expiry watchdog went away: {error}") from error
+
+    def check_alive(self) -> None:
+        """Raise :class:`ChannelError` if the watchdog has closed its end (it died)."""
+        if self._slot is not None and self._hangup.poll(0):
+            raise ChannelError("the expiry watchdog went away (its socket was closed)")
+
+    def acquire(self, scope_id: str, expiration_time: float) -> None:
+        self._send(ARM, expiration_time, 0.0, 0.0, scope_id)
+
+    def release(self, scope_id: str) -> None:
+        self._send(RELEASE, RELEASED, 0.0, 0.0, scope_id)
 
     def _send(
         self, kind: bytes, deadline: float, slow_at: float, armed_at: float, payload: str
     ) -> None:
         data = payload.encode()
-        frame = _FRAME.pack(kind, deadline, slow_at, armed_at, len(data)) + data
+        frame = FRAME.pack(kind, deadline, slow_at, armed_at, len(data)) + data
         try:
             sent = self._sock.send(frame)
             if sent < len(frame):
                 self._send_slowly(frame[sent:])
-            if 0 < deadline < clock() + URGENT_WITHIN or 0 < slow_at < clock() + URGENT_WITHIN:
-                self._waker.sendto(b"!", self._wake_path)
+            if 0 < deadline < clock() + URGENT_WITHIN:
+                self.wake()
         except BlockingIOError:
             self._send_slowly(frame)
         except OSError as error:
             raise ChannelError(f"the expiry watchdog went away: {error}") from error
 
     def _send_slowly(self, data: bytes) -> None:
-        self._waker.sendto(b"!", self._wake_path)  # the buffer is full: have it drained now
+        self.wake()  # the buffer is full: have it drained now
         end = clock() + _SEND_PATIENCE
         while data:
             _, writable, _ = select.select([], [self._sock], [], max(0.0, end - clock()))
             if not writable:
                 raise ChannelError("the expiry watchdog stopped reading its channel")
             data = data[self._sock.send(data) :]
-
-    def acquire(self, scope_id: str, expiration_time: float) -> None:
-        self._send(_ARM, expiration_time, 0.0, 0.0, scope_id)
-
-    def arm(self, scope_id: str, deadline: float, slow_at: float, armed_at: float) -> None:
-        """Arm ``scope_id``, started at ``armed_at``, with a SLOW notice at ``slow_at``
-        (0 for none)."""
-        self._send(_ARM, deadline, slow_at, armed_at, scope_id)
-
-    def release(self, scope_id: str) -> None:
-        self._send(_RELEASE, -1.0, 0.0, 0.0, scope_id)
 
     def receive_event(self, timeout: float) -> dict[str, Any] | None:
         """The next event the watchdog sent, waiting at most ``timeout`` seconds."""
@@ -161,165 +242,20 @@ class ChannelClient(TimerClient):
         event: dict[str, Any] = json.loads(line)
         return event
 
-    def close(self) -> None:
+    def detach(self) -> None:
+        """Stop speaking for the process (in a forked child): close this copy, touch nothing
+        the parent still uses."""
+        if self._slot is not None:
+            self._slot.close()
+            self._slot = None
         self._sock.close()
         self._waker.close()
 
-
-@dataclass
-class _Peer:
-    sock: socket.socket
-    buffer: bytes = b""
-    pid: int | None = None
-    created: float | None = None
-    send_lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def _peer_uid_and_pid(sock: socket.socket) -> tuple[int, int] | None:
-    option = getattr(socket, "SO_PEERCRED", None)
-    if option is None or not sys.platform.startswith("linux"):
-        return None
-    pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, option, 12))
-    return uid, pid
-
-
-class SocketRequestQueue(RequestQueue):
-    """The watchdog's end: accepts test processes and turns their frames into requests.
-
-    Peers are read on every ``get`` (at least each ``DRAIN_INTERVAL``), not when they write,
-    except peers under :meth:`watch`, whose next frame is awaited (an escalation's answer).
-    """
-
-    def __init__(self, listener: socket.socket, waker: socket.socket) -> None:
-        self._listener = listener
-        self._waker = waker
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(listener, selectors.EVENT_READ)
-        self._selector.register(waker, selectors.EVENT_READ)
-        self._stop_reader, self._stop_writer = socket.socketpair()
-        self._selector.register(self._stop_reader, selectors.EVENT_READ)
-        self._peers: dict[int, _Peer] = {}
-        self._watched: set[int] = set()
-        self._ready: deque[TimerRequest] = deque()
-
-    def size(self) -> int:
-        return max(1, len(self._ready))
-
-    def wake(self) -> None:
-        self._stop_writer.send(b"\0")
-
-    def watch(self, pid: int, watched: bool) -> None:
-        """Wake as soon as ``pid`` sends a frame (True), or only at the next drain (False)."""
-        for peer in list(self._peers.values()):
-            if peer.pid != pid or (peer.sock.fileno() in self._watched) == watched:
-                continue
-            if watched:
-                self._selector.register(peer.sock, selectors.EVENT_READ)
-                self._watched.add(peer.sock.fileno())
-            else:
-                self._selector.unregister(peer.sock)
-                self._watched.discard(peer.sock.fileno())
-
-    def get(self, size: int, timeout: float) -> list[TimerRequest]:
-        if not self._ready:
-            for key, _ in self._selector.select(min(timeout, DRAIN_INTERVAL)):
-                if key.fileobj is self._listener:
-                    self._accept()
-                elif key.fileobj in (self._waker, self._stop_reader):
-                    self._empty(key.fileobj)
-            for peer in list(self._peers.values()):
-                self._read(peer)
-        count = min(max(size, 1), len(self._ready))
-        return [self._ready.popleft() for _ in range(count)]
-
-    @staticmethod
-    def _empty(sock: socket.socket) -> None:
-        try:
-            while sock.recv(4096, socket.MSG_DONTWAIT):
-                pass
-        except BlockingIOError:
-            pass
-
-    def send_event(self, pid: int, event: dict[str, Any]) -> bool:
-        """Send ``event`` to the connected test process ``pid``; False if it is not there."""
-        peer = next((p for p in list(self._peers.values()) if p.pid == pid), None)
-        if peer is None:
-            return False
-        try:
-            with peer.send_lock:
-                peer.sock.sendall(json.dumps(event).encode() + b"\n")
-        except OSError:
-            return False
-        return True
-
-    def _accept(self) -> None:
-        try:
-            sock, _ = self._listener.accept()
-        except OSError:
-            return
-        credentials = _peer_uid_and_pid(sock)
-        if credentials is not None and credentials[0] not in (os.getuid(), 0):
-            sock.close()
-            return
-        sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
-        self._peers[sock.fileno()] = _Peer(sock)
-
-    def _drop(self, peer: _Peer) -> None:
-        if peer.sock.fileno() in self._watched:
-            self._watched.discard(peer.sock.fileno())
-            self._selector.unregister(peer.sock)
-        del self._peers[peer.sock.fileno()]
-        peer.sock.close()
-        if peer.pid is not None:
-            self._ready.append(TimerRequest(peer.pid, ALL_SCOPES, -1.0, peer.created))
-
-    def _read(self, peer: _Peer) -> None:
-        while True:
-            try:
-                chunk = peer.sock.recv(65536)
-            except BlockingIOError:
-                break
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self._drop(peer)
-                return
-            peer.buffer += chunk
-        while len(peer.buffer) >= _FRAME.size:
-            kind, deadline, slow_at, armed_at, length = _FRAME.unpack_from(peer.buffer)
-            if length > _MAX_PAYLOAD:
-                self._drop(peer)
-                return
-            end = _FRAME.size + length
-            if len(peer.buffer) < end:
-                return
-            try:
-                payload = peer.buffer[_FRAME.size : end].decode()
-                accepted = self._accept_frame(peer, kind, (deadline, slow_at, armed_at), payload)
-            except ValueError:  # not UTF-8, not numbers: a broken or hostile peer
-                accepted = False
-            peer.buffer = peer.buffer[end:]
-            if not accepted:
-                self._drop(peer)
-                return
-
-    def _accept_frame(
-        self, peer: _Peer, kind: bytes, times: tuple[float, float, float], payload: str
-    ) -> bool:
-        if kind == _HELLO:
-            pid_text, _, created_text = payload.partition(",")
-            pid, created = int(pid_text), float(created_text)
-            credentials = _peer_uid_and_pid(peer.sock)
-            if credentials is not None and credentials[1] != pid:
-                return False  # it lies about who it is: it may not speak for that pid
-            peer.pid, peer.created = pid, created
-            return True
-        if peer.pid is None or kind not in (_ARM, _RELEASE):
-            return False
-        deadline, slow_at, armed_at = times
-        expiration = deadline if kind == _ARM else -1.0
-        self._ready.append(
-            ScopeRequest(peer.pid, payload, expiration, peer.created, slow_at or None, armed_at)
-        )
-        return True
+    def close(self) -> None:
+        if self._slot is not None:
+            self._slot.close()
+            self._slot = None
+            with contextlib.suppress(OSError):
+                os.unlink(self._slot_path)
+        self._sock.close()
+        self._waker.close()

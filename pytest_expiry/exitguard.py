@@ -14,10 +14,6 @@ import sys
 import threading
 import time
 
-import psutil
-
-from pytest_expiry import procs
-
 __all__ = ["bound_exit"]
 
 
@@ -39,6 +35,10 @@ def _end_exit(seconds: float, status: int) -> None:
     )
     out.flush()
     faulthandler.dump_traceback(file=out, all_threads=True)
+    import psutil  # noqa: PLC0415 - needed only when the exit hangs
+
+    from pytest_expiry import procs  # noqa: PLC0415
+
     ending = procs.end_processes(procs.tree_of(psutil.Process()), grace=1.0)
     if ending.signals:
         out.write(f"pytest-expiry: ended leftover processes {sorted(ending.signals)}\n")

@@ -1,7 +1,8 @@
 """The test process's side of a scope: arming it, and raising ``Expired`` when told to.
 
 One :class:`Guard` per test process. The per-test path is :meth:`Guard.arm` and
-:meth:`Guard.release`: one small frame to the watchdog each, nothing else. When the watchdog
+:meth:`Guard.release`: a write to the process's scope slot each (shared memory, read by the
+watchdog when it wakes), and a check that the watchdog still holds its end. When the watchdog
 sends the interrupt signal, the handler raises :class:`~pytest_expiry.Expired` in the main
 thread, at the point where the test hangs, but only if the current scope really is past its
 deadline and pytest is inside a test phase (never inside pytest's own reporting).
@@ -37,6 +38,7 @@ class ActiveScope:
     expired_after: float = 0.0
     expired_deadline: float = 0.0
     answer_on_expiry: bool = False
+    owner: object = None  # what it was armed for (the item), for a cheap identity check
 
 
 def _test_phase(frame: FrameType | None) -> str | None:
@@ -74,24 +76,27 @@ class Guard:
         self._sending = False
         signal.signal(interrupt_signal, self._on_interrupt)
 
-    def _send(self, arm: bool, scope: ActiveScope) -> None:
+    def _publish(self, scope: ActiveScope | None) -> None:
+        """Write ``scope`` (None: no scope) to the slot the watchdog reads."""
         if self._channel is None:
             return
-        self._sending = True  # the handler must not interleave a frame with this one
+        self._sending = True  # the handler must not interleave a write with this one
         try:
-            if arm:
+            if scope is not None:
                 slow_at = scope.armed_at + self._slow_fraction * scope.seconds
                 slow_at = slow_at if self._slow_fraction and slow_at > clock() else 0
                 self._channel.arm(scope.nodeid, scope.deadline, slow_at, scope.armed_at)
             else:
-                self._channel.release(scope.nodeid)
+                self._channel.disarm()
         except ChannelError as error:
             self.broken = str(error)
             self._channel = None
         finally:
             self._sending = False
 
-    def arm(self, nodeid: str, seconds: float, answer_on_expiry: bool = False) -> ActiveScope:
+    def arm(
+        self, nodeid: str, seconds: float, answer_on_expiry: bool = False, owner: object = None
+    ) -> ActiveScope:
         """Start a scope of ``seconds`` for ``nodeid`` (replacing any earlier one).
 
         With ``answer_on_expiry`` the interrupt handler re-arms the scope (the watchdog's
@@ -99,22 +104,32 @@ class Guard:
         plugin gets control back (collection)."""
         now = clock()
         self.scope = ActiveScope(
-            nodeid, seconds, now, now + seconds, answer_on_expiry=answer_on_expiry
+            nodeid, seconds, now, now + seconds, answer_on_expiry=answer_on_expiry, owner=owner
         )
         if not debugger_active():
-            self._send(True, self.scope)
+            self._check_alive()
+            self._publish(self.scope)
         return self.scope
+
+    def _check_alive(self) -> None:
+        if self._channel is not None:
+            try:
+                self._channel.check_alive()
+            except ChannelError as error:
+                self.broken = str(error)
+                self._channel.close()
+                self._channel = None
 
     def rearm(self, seconds: float) -> None:
         """Give the current scope a fresh deadline (after an expiry, for what remains)."""
         if self.scope is not None:
             self.scope.deadline = clock() + seconds
-            self._send(True, self.scope)
+            self._publish(self.scope)
 
     def release(self) -> None:
         if self.scope is not None:
-            scope, self.scope = self.scope, None
-            self._send(False, scope)
+            self.scope = None
+            self._publish(None)
 
     @property
     def paused(self) -> bool:
@@ -125,7 +140,7 @@ class Guard:
         if self.scope is not None and self._paused_left is None:
             self._paused_at = clock()
             self._paused_left = max(0.0, self.scope.deadline - self._paused_at)
-            self._send(False, self.scope)
+            self._publish(None)
 
     def resume(self) -> None:
         """The debugger is gone: the scope gets back the time it had left."""
@@ -157,7 +172,12 @@ class Guard:
         __tracebackhide__ = True  # the failure points at the test's line, not at ours
         scope = self.scope
         if scope is None or clock() < scope.deadline:
-            return  # a late signal for a scope that has already ended
+            # a late signal, for a scope that has already ended: publish the current state
+            # again, in case the watchdog acts on an older one
+            if not self._sending and self._paused_left is None:
+                self._publish(scope)
+                self._wake()
+            return
         if self._paused_left is not None:
             return  # in a debugger: the pause's release already answered the watchdog
         phase = _test_phase(frame)
@@ -174,6 +194,13 @@ class Guard:
             f"{scope.nodeid} expired: still running in {phase} after {elapsed:.2f} s "
             f"(deadline {round(scope.seconds, 3):g} s)"
         )
+
+    def _wake(self) -> None:
+        if self._channel is not None:
+            try:
+                self._channel.wake()
+            except ChannelError as error:
+                self.broken = str(error)
 
     def close(self) -> None:
         if self._channel is not None:

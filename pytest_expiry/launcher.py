@@ -1,8 +1,9 @@
 """Starting and stopping the watchdog process, from the pytest side.
 
 A session's files live in a fresh private directory (``tempfile.mkdtemp``: mode 0700):
-the channel's sockets, ``stacks/`` (one dump file per Python process under a scope) and
-``events.jsonl`` (every escalation's outcome, for the xdist controller and the JSON report).
+the channel's sockets and ``scopes/`` (one slot per test process), ``stacks/`` (one dump
+file per Python process under a scope) and ``events.jsonl`` (every escalation's outcome,
+for the xdist controller and the JSON report).
 """
 
 from __future__ import annotations
@@ -15,17 +16,10 @@ import sys
 import tempfile
 from typing import Any
 
-from pytest_expiry.channel import EVENTS_NAME, STACKS_NAME, bind_sockets
+from pytest_expiry.channel import EVENTS_NAME, bind_sockets, stacks_directory
 from pytest_expiry.signals import ExpirySignals
 
-__all__ = ["EVENTS_FILE", "WatchdogProcess", "stacks_directory"]
-
-EVENTS_FILE = EVENTS_NAME
-
-
-def stacks_directory(directory: str) -> str:
-    """Where the processes of a session's tests write their stack dumps."""
-    return os.path.join(directory, STACKS_NAME)
+__all__ = ["WatchdogProcess"]
 
 
 class WatchdogProcess:
@@ -73,7 +67,7 @@ class WatchdogProcess:
     def events(self) -> list[dict[str, Any]]:
         """Every event the watchdog recorded this session."""
         try:
-            with open(os.path.join(self.directory, EVENTS_FILE)) as events:
+            with open(os.path.join(self.directory, EVENTS_NAME)) as events:
                 return [json.loads(line) for line in events if line.strip()]
         except OSError:
             return []

@@ -15,14 +15,12 @@ detection is off.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psutil
-
-from pytest_expiry import procs
+if TYPE_CHECKING:  # psutil is imported when a test leaves a process, not before
+    import psutil
 
 __all__ = ["LEAK_MODES", "LeakWatch", "supported"]
 
@@ -37,6 +35,8 @@ def supported() -> bool:
 
 
 def _become_subreaper() -> None:
+    import ctypes  # noqa: PLC0415 - only where leaks are watched
+
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
@@ -51,14 +51,27 @@ class LeakWatch:
         self._fd = os.open(f"/proc/self/task/{self._pid}/children", os.O_RDONLY)
         self._owned_by_fixtures: set[int] = set()
         _become_subreaper()
-        self._known = self.children()
+        self._checked = b""  # the children list as the last check saw it
+        self._known = self._checkpoint()
         self._before_session = set(self._known)
+
+    def _list(self) -> bytes:
+        if os.getpid() != self._pid:  # a forked copy of the test process: not ours to check
+            return b""
+        return os.pread(self._fd, 65536, 0)
 
     def children(self) -> set[int]:
         """The pids of this process's children (of its main thread, where orphans land)."""
-        if os.getpid() != self._pid:  # a forked copy of the test process: not ours to check
-            return set()
-        return {int(pid) for pid in os.pread(self._fd, 65536, 0).split()}
+        return {int(pid) for pid in self._list().split()}
+
+    def _checkpoint(self) -> set[int]:
+        self._checked = self._list()
+        return {int(pid) for pid in self._checked.split()}
+
+    def changed(self) -> bool:
+        """Whether the children may differ from those the last check saw (the per-test fast
+        path: one read, compared as it is)."""
+        return self._list() != self._checked
 
     def owned_by_fixture(self, pids: set[int]) -> None:
         """Processes a wider-scoped fixture started: not the current test's leak."""
@@ -66,7 +79,7 @@ class LeakWatch:
 
     def check(self, nodeid: str) -> dict[str, Any] | None:
         """After ``nodeid``'s teardown: the record of what it leaked, if anything."""
-        now = self.children()
+        now = self._checkpoint()
         new = now - self._known - self._owned_by_fixtures
         if not new:
             self._known = now
@@ -85,16 +98,22 @@ class LeakWatch:
             "signals": {},
         }
         if self.mode in ("kill", "fail"):
+            from pytest_expiry import procs  # noqa: PLC0415
+
             ending = procs.end_processes(leaked, self._grace)
             record["signals"] = {str(pid): names for pid, names in ending.signals.items()}
             _reap(leaked)
-        self._known = self.children()
+        self._known = self._checkpoint()
         return record
 
     def end_session(self) -> list[int]:
         """At the end of the session (an interrupted one too, whose last test never reached
         its leak check): end every process the session started that still runs."""
         leaked = _leaked_processes(self.children() - self._before_session)
+        if not leaked:
+            return []
+        from pytest_expiry import procs  # noqa: PLC0415
+
         procs.end_processes(leaked, self._grace)
         _reap(leaked)
         return [p.pid for p in leaked]
@@ -102,6 +121,10 @@ class LeakWatch:
 
 def _leaked_processes(pids: set[int]) -> list[psutil.Process]:
     leaked: list[psutil.Process] = []
+    if not pids:
+        return leaked
+    from pytest_expiry import procs  # noqa: PLC0415
+
     for pid in sorted(pids):
         process = procs.identify(pid)
         if process is None or procs.gone(process) or procs.is_shared_helper(process):
@@ -112,6 +135,8 @@ def _leaked_processes(pids: set[int]) -> list[psutil.Process]:
 
 
 def _describe(process: psutil.Process) -> dict[str, Any]:
+    import psutil  # noqa: PLC0415
+
     try:
         return {"pid": process.pid, "cmdline": process.cmdline()}
     except psutil.Error:

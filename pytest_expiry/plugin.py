@@ -10,29 +10,47 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_expiry import hookspecs
-from pytest_expiry.budget import SessionBudget
-from pytest_expiry.controller import ExpiryController
-from pytest_expiry.options import add_options
-from pytest_expiry.runner import ExpiryRunner
-from pytest_expiry.settings import Settings
-from pytest_expiry.signals import ExpirySignals, default_signals, parse_signals
-from pytest_expiry.timer.api import clock
-from pytest_expiry.xdist_bridge import WORKER_KEY, XdistBridge, isolate_with_one_worker
+
+# the rest of the package is imported from the hooks below, once its assertion rewriting is
+# turned off (see _skip_assertion_rewriting)
+if TYPE_CHECKING:
+    from pytest_expiry.budget import SessionBudget
+    from pytest_expiry.settings import Settings
+    from pytest_expiry.signals import ExpirySignals
 
 _CONTROLLER = "expiry-controller"
 _RUNNER = "expiry-runner"
+_PACKAGE = __name__.partition(".")[0]
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    _skip_assertion_rewriting(pluginmanager)
     pluginmanager.add_hookspecs(hookspecs)
 
 
+def _skip_assertion_rewriting(pluginmanager: pytest.PytestPluginManager) -> None:
+    """pytest rewrites the asserts of every module of an installed plugin as it imports it.
+    Ours need no rewriting, and where bytecode cannot be cached (``PYTHONDONTWRITEBYTECODE``,
+    a read-only install) rewriting recompiles the plugin at every start: 20-30 ms. The hook's
+    record of what to rewrite is private, hence the care: if it is not there, nothing
+    changes."""
+    hook = getattr(pluginmanager, "rewrite_hook", None)
+    marked = getattr(hook, "_must_rewrite", None)
+    cache = getattr(hook, "_marked_for_rewrite_cache", None)
+    if isinstance(marked, set) and _PACKAGE in marked:
+        marked.discard(_PACKAGE)
+        if isinstance(cache, dict):
+            cache.clear()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
+    from pytest_expiry.options import add_options  # noqa: PLC0415
+
     add_options(parser)
 
 
@@ -51,6 +69,8 @@ def _register_markers(config: pytest.Config, settings_compat: bool) -> None:
 
 
 def _signals() -> ExpirySignals:
+    from pytest_expiry.signals import default_signals  # noqa: PLC0415
+
     try:
         return default_signals()
     except ValueError as error:
@@ -60,12 +80,21 @@ def _signals() -> ExpirySignals:
 @pytest.hookimpl(wrapper=True)
 def pytest_cmdline_main(config: pytest.Config) -> Any:
     if config.getoption("expiry_isolate") and not hasattr(config, "workerinput"):
+        from pytest_expiry.xdist_bridge import isolate_with_one_worker  # noqa: PLC0415
+
         isolate_with_one_worker(config)
     return (yield)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
+    from pytest_expiry.controller import ExpiryController  # noqa: PLC0415
+    from pytest_expiry.runner import ExpiryRunner  # noqa: PLC0415
+    from pytest_expiry.settings import Settings  # noqa: PLC0415
+    from pytest_expiry.signals import parse_signals  # noqa: PLC0415
+    from pytest_expiry.timer.api import clock  # noqa: PLC0415
+    from pytest_expiry.xdist_bridge import WORKER_KEY, XdistBridge  # noqa: PLC0415
+
     settings = Settings.from_config(config)
     _register_markers(config, settings.timeout_compat)
     if os.name != "posix":
@@ -95,13 +124,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _budget(settings: Settings, session_deadline: float) -> SessionBudget | None:
+    from pytest_expiry.budget import SessionBudget  # noqa: PLC0415
+
     return SessionBudget(settings.session, session_deadline) if settings.session else None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     runner = config.pluginmanager.get_plugin(_RUNNER)
-    if isinstance(runner, ExpiryRunner):
+    if runner is not None:
         runner.close()
     controller = config.pluginmanager.get_plugin(_CONTROLLER)
-    if isinstance(controller, ExpiryController):
+    if controller is not None:
         controller.stop()

@@ -16,12 +16,10 @@ import pytest
 
 from pytest_expiry import stackhook
 from pytest_expiry.budget import SessionBudget
-from pytest_expiry.channel import ChannelClient, ChannelError
+from pytest_expiry.channel import ChannelClient, ChannelError, stacks_directory
 from pytest_expiry.errors import Expired
 from pytest_expiry.guard import ActiveScope, Guard
-from pytest_expiry.launcher import stacks_directory
 from pytest_expiry.leaks import LeakWatch
-from pytest_expiry.report import describe_expiry, describe_leak, expiry_record
 from pytest_expiry.settings import MarkerError, Settings, item_deadline
 from pytest_expiry.signals import ExpirySignals
 from pytest_expiry.timer.api import clock
@@ -80,9 +78,10 @@ class ExpiryRunner:
         self, session: pytest.Session, items: list[pytest.Item]
     ) -> None:
         errors: dict[pytest.Item, str] = {}
+        seen: dict[int, dict[str, pytest.Mark]] = {}
         for item in items:
             try:
-                item.stash[DEADLINE] = item_deadline(item, self._settings)
+                item.stash[DEADLINE] = item_deadline(item, self._settings, seen)
             except MarkerError as error:
                 errors[item] = f"{item.nodeid}: {error}"
         if errors and not hasattr(self._config, "workerinput"):
@@ -111,7 +110,7 @@ class ExpiryRunner:
         guard, seconds = self.guard_for(item)
         if guard is None or item.stash.get(DEADLINE, _NO_DEADLINE)[1]:
             return (yield)
-        guard.arm(item.nodeid, seconds)
+        guard.arm(item.nodeid, seconds, owner=item)
         try:
             return (yield)
         finally:
@@ -123,33 +122,24 @@ class ExpiryRunner:
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         guard = self.guard
         scope = guard.scope if guard is not None else None
+        if scope is not None and scope.owner is not item:
+            scope = None
         if guard is not None and scope is not None and scope.expired_in == call.when:
             # answer the watchdog before pytest formats the failure, which can take longer
             # than the grace period (deep tracebacks, slow reprs, a loaded machine)
             guard.rearm(scope.seconds)
         report = yield
-        if call.when == "teardown" and self.leaks is not None:
+        if call.when == "teardown" and self.leaks is not None and self.leaks.changed():
             self._check_leaks(item, report)
-        if (
-            call.when == "call"
-            and self._settings.slow
-            and item.stash.get(DEADLINE, _NO_DEADLINE)[1]
-        ):
-            seconds = item.stash.get(DEADLINE, _NO_DEADLINE)[
-                0
-            ]  # a func_only scope is the call phase alone
-            if seconds and not getattr(report, "expiry", None):
+        if guard is not None and scope is not None:
+            if scope.expired_in == call.when:
+                self._complete_expiry(guard, scope, call, report, item)
+            elif call.when == "teardown" and scope.expired_in is None:
+                self._check_overrun(scope, report)
+        elif call.when == "call" and self._settings.slow:
+            seconds, func_only = item.stash.get(DEADLINE, _NO_DEADLINE)
+            if func_only and seconds:  # a func_only scope is the call phase alone
                 self._note_if_slow(item.nodeid, seconds, call.duration, report)
-        if guard is None or scope is None or scope.nodeid != item.nodeid:
-            return report
-        if scope.expired_in == call.when:
-            self._complete_expiry(
-                guard, scope, call, report, item.stash.get(DEADLINE, _NO_DEADLINE)[1]
-            )
-            item.user_properties.append(report.user_properties[-1])  # JUnit reads the item's
-            item.ihook.pytest_expiry_expired(item=item, event=report.expiry[-1])
-        elif call.when == "teardown" and scope.expired_in is None:
-            self._check_overrun(scope, report)
         return report
 
     def _check_overrun(self, scope: ActiveScope, report: pytest.TestReport) -> None:
@@ -157,6 +147,8 @@ class ExpiryRunner:
         (while its stacks were gathered), expired all the same."""
         elapsed = clock() - scope.armed_at
         if clock() > scope.deadline and self.guard is not None and not self.guard.paused:
+            from pytest_expiry.report import expiry_record  # noqa: PLC0415 - rare path
+
             record = expiry_record(scope.nodeid, "teardown", scope.seconds, elapsed, None)
             report.outcome = "failed"
             report.longrepr = (
@@ -173,6 +165,8 @@ class ExpiryRunner:
         """Merge the watchdog's account of the expiry into one record (the watchdog was
         answered, and what is left of the test re-armed, before the report was made)."""
         event = guard.await_event(scope, self._settings.grace + _EVENT_MARGIN)
+        from pytest_expiry.report import expiry_record  # noqa: PLC0415 - rare path
+
         return expiry_record(scope.nodeid, phase, scope.seconds, scope.expired_after, event)
 
     def _complete_expiry(
@@ -181,10 +175,10 @@ class ExpiryRunner:
         scope: ActiveScope,
         call: pytest.CallInfo[None],
         report: pytest.TestReport,
-        func_only: bool,
+        item: pytest.Item,
     ) -> None:
         record = self._account(guard, scope, call.when)
-        if call.when == "call" and func_only:
+        if call.when == "call" and item.stash.get(DEADLINE, _NO_DEADLINE)[1]:
             guard.release()  # a func_only scope covers the call alone
         else:
             # what is left of the test starts now, with a fresh deadline: an interrupt for the
@@ -198,6 +192,8 @@ class ExpiryRunner:
                 "Expired exception"
             )
         _attach(report, record)
+        item.user_properties.append(report.user_properties[-1])  # JUnit reads the item's
+        item.ihook.pytest_expiry_expired(item=item, event=record)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_make_collect_report(
@@ -251,6 +247,8 @@ class ExpiryRunner:
         record = self.leaks.check(item.nodeid)
         if record is None:
             return
+        from pytest_expiry.report import describe_leak  # noqa: PLC0415 - rare path
+
         text = describe_leak(record)
         if self.leaks.mode == "fail" and report.passed:
             report.outcome = "failed"
@@ -298,7 +296,7 @@ class _FuncOnlyScopes:
         guard, seconds = self._runner.guard_for(item)
         if guard is None or not item.stash.get(DEADLINE, _NO_DEADLINE)[1]:
             return (yield)
-        guard.arm(item.nodeid, seconds)
+        guard.arm(item.nodeid, seconds, owner=item)
         try:
             return (yield)
         finally:
@@ -327,6 +325,8 @@ def _add_record(report: pytest.TestReport | pytest.CollectReport, record: dict[s
 def _attach(report: pytest.TestReport | pytest.CollectReport, record: dict[str, Any]) -> None:
     """Put an expiry on a report: a section of the failure, a JUnit property, and the
     record itself (``report.expiry``), which travels to the xdist controller."""
+    from pytest_expiry.report import describe_expiry  # noqa: PLC0415 - rare path
+
     text = describe_expiry(record)
     add_section = getattr(report.longrepr, "addsection", None)
     if add_section is not None:

@@ -205,16 +205,40 @@ def _call_text(marker: pytest.Mark) -> str:
     return f"({', '.join(parts)})"
 
 
-def item_deadline(item: pytest.Item, settings: Settings) -> tuple[float, bool]:
+def item_deadline(
+    item: pytest.Item, settings: Settings, seen: dict[int, dict[str, pytest.Mark]] | None = None
+) -> tuple[float, bool]:
     """``(seconds, func_only)`` for ``item``, scaled; 0 seconds means no deadline.
 
-    Raises MarkerError for a marker whose arguments are not a valid deadline.
+    ``seen`` remembers the markers of the modules and classes already looked at, for calls
+    over many items. Raises MarkerError for a marker whose arguments are not a valid deadline.
     """
     names = ("expires", "timeout") if settings.timeout_compat else ("expires",)
+    closest = _closest_markers(item, names, {} if seen is None else seen)
     for name in names:
-        marker = item.get_closest_marker(name)
+        marker = closest.get(name)
         if marker is not None:
             value, func_only = _marker_seconds(marker, "seconds" if name == "expires" else name)
             chosen = settings.func_only if func_only is None else func_only
             return value * settings.scale, chosen
     return settings.default * settings.scale, settings.func_only
+
+
+def _closest_markers(
+    node: Any, names: tuple[str, ...], seen: dict[int, dict[str, pytest.Mark]]
+) -> dict[str, pytest.Mark]:
+    """The marker of each name in ``names`` closest to ``node`` (what
+    ``node.get_closest_marker`` returns), remembering each parent's in ``seen``."""
+    parent = node.parent
+    inherited: dict[str, pytest.Mark] = {}
+    if parent is not None:
+        known = seen.get(id(parent))
+        inherited = known if known is not None else _closest_markers(parent, names, seen)
+    own: dict[str, pytest.Mark] = {}
+    for mark in node.own_markers:
+        if mark.name in names:
+            own.setdefault(mark.name, mark)
+    found = {**inherited, **own} if own else inherited
+    if not isinstance(node, pytest.Item):
+        seen[id(node)] = found
+    return found

@@ -11,7 +11,6 @@ overrides both.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import signal
@@ -72,6 +71,8 @@ def default_signals() -> ExpirySignals:
 def _tgkill() -> Any:
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes  # noqa: PLC0415 - the watchdog's, not the test process's
+
     return getattr(ctypes.CDLL(None, use_errno=True), "tgkill", None)
 
 
@@ -86,6 +87,8 @@ def signal_main_thread(pid: int, signum: int) -> None:
     if tgkill is not None:
         if tgkill(pid, pid, signum) == 0:
             return
+        import ctypes  # noqa: PLC0415
+
         errno = ctypes.get_errno()
         raise ProcessLookupError(errno, os.strerror(errno))
     os.kill(pid, signum)

@@ -23,13 +23,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # imported at the first expiry: a watchdog that never fires starts lean
     from pytest_expiry.escalation import Escalation
 
-from pytest_expiry.channel import (
-    ALL_SCOPES,
-    EVENTS_NAME,
-    STACKS_NAME,
-    ScopeRequest,
-    SocketRequestQueue,
-)
+from pytest_expiry.channel import EVENTS_NAME, STACKS_NAME
+from pytest_expiry.inbox import ALL_SCOPES, ScopeRequest, SocketRequestQueue
 from pytest_expiry.signals import ExpirySignals, parse_signals
 from pytest_expiry.timer.api import TimerRequest, TimerServer, clock, expired_by_worker
 

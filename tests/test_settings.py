@@ -39,13 +39,12 @@ BAD_NUMBERS = ["abc", "", " ", "nan", "NaN", "inf", "-inf", "infinity", "1e400",
 
 
 class FakeItem:
-    """Just enough of a pytest.Item for ``item_deadline``: its closest markers by name."""
+    """Just enough of a pytest.Item for ``item_deadline``: its own markers, no parent."""
+
+    parent = None
 
     def __init__(self, *marks: pytest.Mark) -> None:
-        self._marks = {mark.name: mark for mark in marks}
-
-    def get_closest_marker(self, name: str) -> pytest.Mark | None:
-        return self._marks.get(name)
+        self.own_markers = list(marks)
 
 
 def mark(name: str, *args: Any, **kwargs: Any) -> pytest.Mark:
@@ -252,3 +251,59 @@ def test_any_marker_gives_a_finite_deadline_or_a_marker_error_naming_the_marker(
         assert math.isfinite(value)
         assert value >= 0
         assert isinstance(func_only, bool)
+
+
+MARKED_AT_EVERY_LEVEL = """
+import pytest
+
+pytestmark = [pytest.mark.expires(30), pytest.mark.timeout(40)]
+
+def test_module_markers(): pass
+
+@pytest.mark.timeout(3)
+def test_own_timeout_under_a_module_expires(): pass
+
+@pytest.mark.expires(4)
+@pytest.mark.expires(5)
+def test_two_of_its_own(): pass
+
+@pytest.mark.expires(6)
+class TestClass:
+    def test_class_marker(self): pass
+
+    @pytest.mark.expires(7)
+    def test_own_beats_class(self): pass
+
+    @pytest.mark.parametrize("n", [1, 2])
+    def test_parametrized(self, n): pass
+
+class TestUnmarked:
+    def test_module_marker_through_a_class(self): pass
+"""
+
+
+@pytest.mark.parametrize("compat", [True, False], ids=["with-timeout-compat", "expires-only"])
+def test_markers_found_over_many_items_are_those_pytest_calls_closest(pytester, compat):
+    """Collecting a session's deadlines remembers each module's and class's markers; every
+    item still gets what looking its own markers up one by one would give."""
+    pytester.makepyfile(test_marked=MARKED_AT_EVERY_LEVEL)
+    items = pytester.getitems(pytester.path / "test_marked.py")
+    settings = replace(DEFAULTS, timeout_compat=compat)
+    seen: dict[int, dict[str, pytest.Mark]] = {}
+    remembered = {item.nodeid: item_deadline(item, settings, seen) for item in items}
+    one_by_one = {item.nodeid: item_deadline(item, settings) for item in items}
+    assert remembered == one_by_one
+    expected = {
+        "test_module_markers": 30.0,
+        "test_own_timeout_under_a_module_expires": 30.0,  # any expires beats any timeout
+        "test_two_of_its_own": 5.0,  # the one nearest the function, as get_closest_marker
+        "test_class_marker": 6.0,
+        "test_own_beats_class": 7.0,
+        "test_parametrized[1]": 6.0,
+        "test_parametrized[2]": 6.0,
+        "test_module_marker_through_a_class": 30.0,
+    }
+    assert {item.name: remembered[item.nodeid][0] for item in items} == expected
+    for item in items:
+        marker = item.get_closest_marker("expires")
+        assert marker is not None and remembered[item.nodeid][0] == marker.args[0]

@@ -129,9 +129,7 @@ def test_a_dead_watchdog_is_reported_once_and_the_session_carries_on(pytester, r
     assert "INTERNALERROR" not in run.output
 
 
-def test_a_failure_slow_to_format_is_not_mistaken_for_an_uninterruptible_test(
-    pytester, run_pytest
-):
+def test_a_failure_slow_to_format_is_not_mistaken_for_an_uninterruptible_test(pytester, run_pytest):
     """The test process answers the watchdog as soon as Expired reaches pytest, before the
     failure is formatted: a report that takes longer than the grace period to build (slow
     reprs with ``-l``, deep tracebacks on a loaded machine) never gets the process killed."""

@@ -45,14 +45,9 @@ import psutil
 import pytest
 
 from pytest_expiry import procs
-from pytest_expiry.channel import (
-    _FRAME,
-    ChannelClient,
-    ScopeRequest,
-    SocketRequestQueue,
-    bind_sockets,
-)
+from pytest_expiry.channel import FRAME, ChannelClient, bind_sockets
 from pytest_expiry.escalation import Escalation, LadderSettings
+from pytest_expiry.inbox import ScopeRequest, SocketRequestQueue
 from pytest_expiry.signals import default_signals
 from pytest_expiry.timer.api import TimerRequest, clock
 
@@ -918,11 +913,11 @@ def channel() -> Iterator[Queue]:
 
 
 def frame(kind: bytes, payload: bytes, deadline: float = 0.0) -> bytes:
-    return _FRAME.pack(kind, deadline, 0.0, 0.0, len(payload)) + payload
+    return FRAME.pack(kind, deadline, 0.0, 0.0, len(payload)) + payload
 
 
-def hello(pid: int, created: float) -> bytes:
-    return frame(b"H", f"{pid},{created!r}".encode())
+def hello(pid: int) -> bytes:
+    return frame(b"H", str(pid).encode())
 
 
 def closed_by_peer(sock: socket.socket, timeout: float = 2.0) -> bool:
@@ -946,7 +941,7 @@ def frame(kind, payload, deadline=0.0):
     return FRAME.pack(kind, deadline, 0.0, 0.0, len(payload)) + payload
 peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 peer.connect(path)
-me = f"{os.getpid()},{time.time()!r}".encode()
+me = str(os.getpid()).encode()
 try:
     peer.sendall(frame(b"H", me) + frame(b"A", b"test_x.py::test_x", time.monotonic() - 1))
 except OSError:
@@ -986,10 +981,7 @@ def test_a_peer_whose_hello_names_another_pid_is_dropped_and_arms_nothing(channe
     stranger = subprocess.Popen(["sleep", "60"])
     try:
         forger = channel.connect()
-        created = psutil.Process(stranger.pid).create_time()
-        forger.sendall(
-            hello(stranger.pid, created) + frame(b"A", b"test_x.py::test_x", clock() - 1)
-        )
+        forger.sendall(hello(stranger.pid) + frame(b"A", b"test_x.py::test_x", clock() - 1))
         requests = channel.drain(0.5)
         assert closed_by_peer(forger)
         arms = [r for r in requests if isinstance(r, ScopeRequest) and not r.is_release]
@@ -1022,7 +1014,7 @@ def test_a_peer_whose_hello_names_another_pid_cannot_disarm_that_process(channel
         requests = channel.drain(5, until=lambda got: any(r.worker_id == victim.pid for r in got))
         assert [r.scope_id for r in requests] == ["test_victim.py::test_victim"]
         forger = channel.connect()
-        forger.sendall(hello(victim.pid, psutil.Process(victim.pid).create_time()))
+        forger.sendall(hello(victim.pid))
         requests = channel.drain(0.5)
         assert closed_by_peer(forger)
         assert not [r for r in requests if r.worker_id == victim.pid], (
@@ -1279,8 +1271,7 @@ def test_a_frame_announcing_a_huge_payload_drops_its_sender(channel):
     """The watchdog never buffers more than one frame's worth for a peer: a frame that
     announces a payload far longer than any scope id ends that peer's connection."""
     liar = channel.connect()
-    me = psutil.Process()
-    liar.sendall(hello(me.pid, me.create_time()) + _FRAME.pack(b"A", 1.0, 0.0, 0.0, 1 << 31))
+    liar.sendall(hello(os.getpid()) + FRAME.pack(b"A", 1.0, 0.0, 0.0, 1 << 31))
     channel.drain(0.5)
     assert closed_by_peer(liar)
     assert channel.errors == []

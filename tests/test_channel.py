@@ -1,0 +1,237 @@
+"""The scope slot: what a test process publishes, and what the watchdog's queue makes of it.
+
+Both ends run in this process, on a real directory, real sockets and a real shared mapping;
+forks are real forks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from pytest_expiry.channel import (
+    FRAME,
+    SCOPES_NAME,
+    SLOT_SEQUENCE,
+    ChannelClient,
+    ChannelError,
+    bind_sockets,
+)
+from pytest_expiry.inbox import ALL_SCOPES, ScopeRequest, SocketRequestQueue
+from pytest_expiry.timer.api import TimerRequest, clock
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="Unix sockets and fork")
+
+
+class Watchdog:
+    """The watchdog's end, driven by hand: ``poll`` is one wake-up of its loop."""
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="expiry-channel-")
+        self._sockets = bind_sockets(self.directory)
+        self.queue = SocketRequestQueue(*self._sockets)
+
+    def poll(self, timeout: float = 0.05) -> list[TimerRequest]:
+        return self.queue.get(1000, timeout)
+
+    def poll_until(self, wanted: int, seconds: float = 5.0) -> list[TimerRequest]:
+        got: list[TimerRequest] = []
+        end = time.monotonic() + seconds
+        while len(got) < wanted and time.monotonic() < end:
+            got += self.poll()
+        return got
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def watchdog() -> Iterator[Watchdog]:
+    end = Watchdog()
+    yield end
+    end.close()
+
+
+@pytest.fixture
+def client(watchdog: Watchdog) -> Iterator[ChannelClient]:
+    connected = ChannelClient(watchdog.directory)
+    watchdog.poll()  # the HELLO
+    yield connected
+    connected.close()
+
+
+def arms(requests: list[TimerRequest]) -> list[str]:
+    return [r.scope_id for r in requests if not r.is_release]
+
+
+def releases(requests: list[TimerRequest]) -> list[str]:
+    return [r.scope_id for r in requests if r.is_release]
+
+
+def test_an_armed_slot_becomes_one_request_with_the_scopes_times(watchdog, client):
+    now = clock()
+    client.arm("test_a.py::test_a", now + 60, now + 48, now)
+    [request] = watchdog.poll()
+    assert isinstance(request, ScopeRequest)
+    assert (request.worker_id, request.scope_id) == (os.getpid(), "test_a.py::test_a")
+    assert (request.expiration_time, request.slow_at, request.armed_at) == (now + 60, now + 48, now)
+    assert request.worker_started == psutil.Process().create_time()
+
+
+def test_scopes_that_start_and_end_between_two_reads_cost_the_watchdog_nothing(watchdog, client):
+    for number in range(1000):
+        client.arm(f"test_a.py::test_{number}", clock() + 60, 0.0, clock())
+        client.disarm()
+    assert watchdog.poll() == []
+
+
+def test_only_the_latest_scope_is_read_and_the_one_it_replaced_is_released(watchdog, client):
+    client.arm("test_a.py::test_first", clock() + 60, 0.0, clock())
+    assert arms(watchdog.poll()) == ["test_a.py::test_first"]
+    client.arm("test_a.py::test_second", clock() + 60, 0.0, clock())
+    client.arm("test_a.py::test_third", clock() + 60, 0.0, clock())
+    requests = watchdog.poll()
+    assert releases(requests) == ["test_a.py::test_first"]
+    assert arms(requests) == ["test_a.py::test_third"]
+
+
+def test_a_disarmed_slot_releases_its_scope_once(watchdog, client):
+    client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
+    watchdog.poll()
+    client.disarm()
+    assert releases(watchdog.poll()) == ["test_a.py::test_a"]
+    assert watchdog.poll() == []
+
+
+def test_rearming_the_same_scope_gives_it_its_new_deadline(watchdog, client):
+    client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
+    watchdog.poll()
+    later = clock() + 120
+    client.arm("test_a.py::test_a", later, 0.0, clock())
+    [request] = watchdog.poll()
+    assert (request.scope_id, request.expiration_time) == ("test_a.py::test_a", later)
+
+
+def test_a_slot_caught_mid_write_is_not_read_until_the_write_ends(watchdog, client):
+    client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
+    watchdog.poll()
+    slot = client._slot
+    assert slot is not None
+    sequence = SLOT_SEQUENCE.unpack_from(slot, 0)[0]
+    SLOT_SEQUENCE.pack_into(slot, 0, sequence + 1)  # odd: a write has begun
+    assert watchdog.poll() == []
+    client.arm("test_a.py::test_b", clock() + 60, 0.0, clock())  # ...and ends
+    assert arms(watchdog.poll()) == ["test_a.py::test_b"]
+
+
+def test_a_near_deadline_wakes_the_watchdog_at_once(watchdog, client):
+    watchdog.poll(0)
+    started = time.monotonic()
+    client.arm("test_a.py::test_a", clock() + 0.5, 0.0, clock())
+    requests = watchdog.poll(timeout=30)
+    assert arms(requests) == ["test_a.py::test_a"]
+    assert time.monotonic() - started < 0.4  # not the 0.5 s drain: the wake byte
+
+
+def test_ending_an_overdue_scope_wakes_the_watchdog_at_once(watchdog, client):
+    """The answer an escalation waits for: the write that ends a scope past its deadline."""
+    client.arm("test_a.py::test_a", clock() + 0.01, 0.0, clock())
+    watchdog.poll_until(1)
+    time.sleep(0.02)
+    watchdog.poll(0)
+    started = time.monotonic()
+    client.disarm()
+    assert releases(watchdog.poll(timeout=30)) == ["test_a.py::test_a"]
+    assert time.monotonic() - started < 0.4
+
+
+def test_a_closed_client_releases_all_its_scopes_and_removes_its_slot(watchdog):
+    client = ChannelClient(watchdog.directory)
+    client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
+    watchdog.poll()
+    client.close()
+    requests = watchdog.poll_until(1)
+    assert [(r.scope_id, r.is_release) for r in requests] == [(ALL_SCOPES, True)]
+    assert os.listdir(os.path.join(watchdog.directory, SCOPES_NAME)) == []
+
+
+def test_a_dead_watchdog_is_noticed_by_the_next_check(watchdog, client):
+    client.check_alive()
+    for peer in list(watchdog.queue._peers.values()):
+        peer.sock.close()  # what the kernel does when the watchdog dies
+    watchdog.queue._peers.clear()
+    with pytest.raises(ChannelError, match="went away"):
+        client.check_alive()
+
+
+def test_a_forked_child_cannot_write_its_parents_slot(watchdog, client):
+    client.arm("test_a.py::test_parent", clock() + 60, 0.0, clock())
+    watchdog.poll()
+    pid = os.fork()
+    if pid == 0:  # the child runs on as if it were the test process
+        status = 0
+        try:
+            client.arm("test_a.py::test_child", clock() + 60, 0.0, clock())
+            client.disarm()
+        except BaseException:
+            status = 1
+        os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert watchdog.poll() == []  # the parent's scope is untouched
+    client.disarm()
+    assert releases(watchdog.poll()) == ["test_a.py::test_parent"]
+
+
+def hello_frame(payload: bytes) -> bytes:
+    return FRAME.pack(b"H", 0.0, 0.0, 0.0, len(payload)) + payload
+
+
+def closed(sock: socket.socket) -> bool:
+    sock.settimeout(2.0)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.parametrize(
+    "slot_name",
+    ["../socket", "missing", ".hidden", "link"],
+    ids=["outside", "missing", "hidden", "symlink"],
+)
+def test_a_hello_naming_something_that_is_not_a_slot_drops_the_peer(watchdog, slot_name):
+    scopes = os.path.join(watchdog.directory, SCOPES_NAME)
+    os.symlink(os.path.join(watchdog.directory, "socket"), os.path.join(scopes, "link"))
+    peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        peer.connect(os.path.join(watchdog.directory, "socket"))
+        peer.sendall(hello_frame(f"{os.getpid()},{slot_name}".encode()))
+        watchdog.poll(0.2)
+        assert closed(peer)
+        assert watchdog.poll() == []
+    finally:
+        peer.close()
+
+
+def test_a_hello_may_name_no_slot_and_use_frames_alone(watchdog):
+    peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        peer.connect(os.path.join(watchdog.directory, "socket"))
+        scope = b"worker-scope"
+        frame = FRAME.pack(b"A", clock() + 60, 0.0, 0.0, len(scope)) + scope
+        peer.sendall(hello_frame(str(os.getpid()).encode()) + frame)
+        assert arms(watchdog.poll_until(1)) == ["worker-scope"]
+    finally:
+        peer.close()

@@ -5,10 +5,11 @@ Run with the bench's virtualenv (``bench/run.py`` does, for its ``hotpath`` sect
     bench/.work/venv/bin/python bench/hotpath.py [--tests 3000] [--gap-us 300]
 
 Drives :class:`pytest_expiry.guard.Guard` (arm + release: the two writes to the scope slot
-that a test costs) and the per-test leak check against a real watchdog process, with ``--gap-us`` of busy work between tests (a trivial test takes
-about 300 µs of pytest's own time), and reports per test, as JSON on stdout: the test
-process's CPU, the watchdog's CPU, the wall time added, and how often the test process was
-preempted. Variants take parts away to show what each costs.
+that a test costs) and the per-test leak check against a real watchdog process, with
+``--gap-us`` of busy work between tests (a trivial test takes about 300 µs of pytest's own
+time), and reports per test, as JSON on stdout: the test process's CPU, the watchdog's CPU,
+the wall time added, and how often the test process was preempted. Variants take parts away
+to show what each costs.
 """
 
 from __future__ import annotations

@@ -881,9 +881,8 @@ def section_hotpath(runner: Runner, repeats: int, tests: int) -> Section:
         f"{repeats} runs, per test. The test process's CPU and wall time are net of the busy "
         "work; *preempted*: involuntary context switches of the test process per test (the "
         "watchdog waking up on its CPU). The CPU columns are the stable ones; wall time follows "
-        "the machine's load. *back to back*: no gap, frames as fast as the test process can "
-        "send them: a wall time far above the CPU time means the test process waited for the "
-        "watchdog (a full socket buffer).\n\n"
+        "the machine's load. *back to back*: no gap, scopes armed and released as fast as the "
+        "test process can.\n\n"
         + table(["variant", "test process CPU", "watchdog CPU", "wall added", "preempted"], rows)
     )
     return Section(title, text)

@@ -992,7 +992,7 @@ def main() -> None:
     loads = [os.getloadavg()[0]]
     plan: dict[str, Callable[[], Section]] = {
         "overhead": lambda: section_overhead(runner, repeats),
-        "xdist": lambda: section_xdist(runner, options.repeats or (2 if quick else 5)),
+        "xdist": lambda: section_xdist(runner, options.repeats or (2 if quick else 9)),
         "startup": lambda: section_startup(runner, 3 * repeats),
         "latency": lambda: section_latency(runner, repeats),
         "hardkill": lambda: section_hardkill(runner, repeats),

@@ -28,7 +28,7 @@ _PHASE_CODE = CallInfo.from_call.__func__.__code__  # type: ignore[attr-defined]
 _DEBUGGER_MODULES = ("bdb", "pdb", "pydevd", "_pydevd", "debugpy", "pudb", "IPython.core.debugger")
 
 
-@dataclass
+@dataclass(slots=True)
 class ActiveScope:
     nodeid: str
     seconds: float
@@ -50,10 +50,13 @@ def _test_phase(frame: FrameType | None) -> str | None:
     return None
 
 
+_MONITORING: Any = getattr(sys, "monitoring", None)  # Python 3.12+: debuggers may use it
+
+
 def debugger_active() -> bool:
     """True while pdb (or pydevd, debugpy, pudb...) is tracing this process."""
     tracer: Any = sys.gettrace()
-    monitoring = getattr(sys, "monitoring", None)
+    monitoring = _MONITORING
     if tracer is None and monitoring is None:
         return False  # the per-test fast path
     owner = getattr(tracer, "__self__", tracer)

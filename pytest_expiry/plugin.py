@@ -88,12 +88,7 @@ def pytest_cmdline_main(config: pytest.Config) -> Any:
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    from pytest_expiry.controller import ExpiryController  # noqa: PLC0415
-    from pytest_expiry.runner import ExpiryRunner  # noqa: PLC0415
     from pytest_expiry.settings import Settings  # noqa: PLC0415
-    from pytest_expiry.signals import parse_signals  # noqa: PLC0415
-    from pytest_expiry.timer.api import clock  # noqa: PLC0415
-    from pytest_expiry.xdist_bridge import WORKER_KEY, XdistBridge  # noqa: PLC0415
 
     settings = Settings.from_config(config)
     _register_markers(config, settings.timeout_compat)
@@ -104,20 +99,43 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     if workerinput is not None:
-        address = workerinput.get(WORKER_KEY)
-        if address is not None:
-            directory, signal_text, session_deadline = address
-            fixed = (directory, parse_signals(signal_text))
-            budget = _budget(settings, session_deadline)
-            runner = ExpiryRunner(config, settings, lambda: fixed, budget)
-            config.pluginmanager.register(runner, _RUNNER)
-        return
+        _configure_worker(config, settings, workerinput)
+    else:
+        _configure_session(config, settings)
+
+
+def _configure_worker(
+    config: pytest.Config, settings: Settings, workerinput: dict[str, Any]
+) -> None:
+    """An xdist worker runs tests against its controller's watchdog."""
+    from pytest_expiry.runner import ExpiryRunner  # noqa: PLC0415
+    from pytest_expiry.signals import parse_signals  # noqa: PLC0415
+    from pytest_expiry.xdist_bridge import WORKER_KEY  # noqa: PLC0415
+
+    address = workerinput.get(WORKER_KEY)
+    if address is not None:
+        directory, signal_text, session_deadline = address
+        fixed = (directory, parse_signals(signal_text))
+        budget = _budget(settings, session_deadline)
+        runner = ExpiryRunner(config, settings, lambda: fixed, budget)
+        config.pluginmanager.register(runner, _RUNNER)
+
+
+def _configure_session(config: pytest.Config, settings: Settings) -> None:
+    """The session's process owns the watchdog; it runs the tests too, unless xdist does."""
+    from pytest_expiry.controller import ExpiryController  # noqa: PLC0415
+    from pytest_expiry.timer.api import clock  # noqa: PLC0415
+
     session_deadline = clock() + settings.session
     controller = ExpiryController(config, settings, _signals(), session_deadline)
     config.pluginmanager.register(controller, _CONTROLLER)
     if getattr(config.option, "dist", "no") != "no" and not config.option.collectonly:
+        from pytest_expiry.xdist_bridge import XdistBridge  # noqa: PLC0415
+
         config.pluginmanager.register(XdistBridge(controller), "expiry-xdist")
     else:
+        from pytest_expiry.runner import ExpiryRunner  # noqa: PLC0415
+
         budget = _budget(settings, session_deadline)
         runner = ExpiryRunner(config, settings, controller.watchdog_address, budget)
         config.pluginmanager.register(runner, _RUNNER)

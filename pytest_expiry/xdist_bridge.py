@@ -13,12 +13,12 @@ again on the replacement worker.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_expiry.controller import ExpiryController
-from pytest_expiry.report import describe_expiry, hard_kill_record
+if TYPE_CHECKING:  # workers read WORKER_KEY only: they need none of the controller's side
+    from pytest_expiry.controller import ExpiryController
 
 __all__ = ["WORKER_KEY", "XdistBridge", "isolate_with_one_worker"]
 
@@ -72,6 +72,8 @@ class XdistBridge:
         event = self._hard_kill_event(crashitem)
         if event is None:
             return  # a crash of its own: xdist's report stands
+        from pytest_expiry.report import describe_expiry, hard_kill_record  # noqa: PLC0415
+
         record = hard_kill_record(event)
         worker = getattr(getattr(report, "node", None), "gateway", None)
         name = getattr(worker, "id", "?")

@@ -90,7 +90,8 @@ def _map_slot(scopes: str, name: str) -> _Slot:
     if not name or name != os.path.basename(name) or name.startswith("."):
         raise ValueError(f"not a slot name: {name!r}")
     path = os.path.join(scopes, name)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    # not following a link, and not waiting for a writer should it be a FIFO
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():

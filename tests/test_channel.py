@@ -20,6 +20,7 @@ from pytest_expiry.channel import (
     FRAME,
     SCOPES_NAME,
     SLOT_SEQUENCE,
+    SLOT_SIZE,
     ChannelClient,
     ChannelError,
     bind_sockets,
@@ -36,6 +37,7 @@ class Watchdog:
     def __init__(self) -> None:
         self.directory = tempfile.mkdtemp(prefix="expiry-channel-")
         self._sockets = bind_sockets(self.directory)
+        self.waker = self._sockets[1]
         self.queue = SocketRequestQueue(*self._sockets)
 
     def poll(self, timeout: float = 0.05) -> list[TimerRequest]:
@@ -133,25 +135,38 @@ def test_a_slot_caught_mid_write_is_not_read_until_the_write_ends(watchdog, clie
     assert arms(watchdog.poll()) == ["test_a.py::test_b"]
 
 
-def test_a_near_deadline_wakes_the_watchdog_at_once(watchdog, client):
-    watchdog.poll(0)
-    started = time.monotonic()
-    client.arm("test_a.py::test_a", clock() + 0.5, 0.0, clock())
-    requests = watchdog.poll(timeout=30)
-    assert arms(requests) == ["test_a.py::test_a"]
-    assert time.monotonic() - started < 0.4  # not the 0.5 s drain: the wake byte
+def woken(watchdog: Watchdog) -> bool:
+    """Whether a wake byte is waiting on the watchdog's wake socket (and take it)."""
+    try:
+        return watchdog.waker.recv(16, socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return False
 
 
-def test_ending_an_overdue_scope_wakes_the_watchdog_at_once(watchdog, client):
-    """The answer an escalation waits for: the write that ends a scope past its deadline."""
-    client.arm("test_a.py::test_a", clock() + 0.01, 0.0, clock())
-    watchdog.poll_until(1)
-    time.sleep(0.02)
-    watchdog.poll(0)
-    started = time.monotonic()
+def test_a_far_deadline_does_not_wake_the_watchdog(watchdog, client):
+    client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
     client.disarm()
-    assert releases(watchdog.poll(timeout=30)) == ["test_a.py::test_a"]
-    assert time.monotonic() - started < 0.4
+    assert not woken(watchdog)
+
+
+def test_a_near_deadline_wakes_the_watchdog(watchdog, client):
+    client.arm("test_a.py::test_a", clock() + 0.5, 0.0, clock())
+    assert woken(watchdog)
+
+
+def test_a_near_slow_notice_wakes_the_watchdog(watchdog, client):
+    client.arm("test_a.py::test_a", clock() + 60, clock() + 0.5, clock())
+    assert woken(watchdog)
+
+
+def test_ending_an_overdue_scope_wakes_the_watchdog(watchdog, client):
+    """The answer an escalation waits for: the write that ends a scope past its deadline."""
+    client.arm("test_a.py::test_a", clock() - 1, 0.0, clock() - 2)
+    woken(watchdog)
+    client.disarm()
+    assert woken(watchdog)
+    client.arm("test_a.py::test_b", clock() + 60, 0.0, clock())
+    assert not woken(watchdog)  # what it replaced was not overdue
 
 
 def test_a_closed_client_releases_all_its_scopes_and_removes_its_slot(watchdog):
@@ -206,14 +221,29 @@ def closed(sock: socket.socket) -> bool:
         return False
 
 
-@pytest.mark.parametrize(
-    "slot_name",
-    ["../socket", "missing", ".hidden", "link"],
-    ids=["outside", "missing", "hidden", "symlink"],
-)
+NOT_SLOTS = {
+    "outside": "../elsewhere",
+    "missing": "missing",
+    "hidden": ".hidden",
+    "symlink": "link",
+    "fifo": "fifo",
+    "directory": "directory",
+    "too small": "small",
+}
+
+
+@pytest.mark.parametrize("slot_name", NOT_SLOTS.values(), ids=NOT_SLOTS.keys())
 def test_a_hello_naming_something_that_is_not_a_slot_drops_the_peer(watchdog, slot_name):
     scopes = os.path.join(watchdog.directory, SCOPES_NAME)
-    os.symlink(os.path.join(watchdog.directory, "socket"), os.path.join(scopes, "link"))
+    elsewhere = os.path.join(watchdog.directory, "elsewhere")
+    with open(elsewhere, "wb") as big_enough:
+        big_enough.truncate(SLOT_SIZE)
+    shutil.copy(elsewhere, os.path.join(scopes, ".hidden"))
+    os.symlink(elsewhere, os.path.join(scopes, "link"))
+    os.mkfifo(os.path.join(scopes, "fifo"))
+    os.mkdir(os.path.join(scopes, "directory"))
+    with open(os.path.join(scopes, "small"), "wb") as small:
+        small.truncate(SLOT_SIZE - 1)
     peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         peer.connect(os.path.join(watchdog.directory, "socket"))
@@ -221,6 +251,23 @@ def test_a_hello_naming_something_that_is_not_a_slot_drops_the_peer(watchdog, sl
         watchdog.poll(0.2)
         assert closed(peer)
         assert watchdog.poll() == []
+    finally:
+        peer.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs chown")
+def test_a_hello_naming_another_users_file_drops_the_peer(watchdog):
+    name = "stranger"
+    path = os.path.join(watchdog.directory, SCOPES_NAME, name)
+    with open(path, "wb") as theirs:
+        theirs.truncate(SLOT_SIZE)
+    os.chown(path, 65534, 65534)  # nobody's
+    peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        peer.connect(os.path.join(watchdog.directory, "socket"))
+        peer.sendall(hello_frame(f"{os.getpid()},{name}".encode()))
+        watchdog.poll(0.2)
+        assert closed(peer)
     finally:
         peer.close()
 

@@ -44,12 +44,12 @@ class WatchdogProcess:
             raise
         try:
             fds = [listener.fileno(), waker.fileno()]
-            command = [
-                sys.executable, "-m", "pytest_expiry.watchdog",
-                "--listen-fd", str(fds[0]), "--wake-fd", str(fds[1]), "--directory", directory,
-                "--grace", repr(grace), "--signals", signals.encode(),
-                "--session-pid", str(os.getpid()),
-            ] + (["--report", os.path.abspath(report)] if report else [])  # fmt: skip
+            settings = {
+                "listen_fd": fds[0], "wake_fd": fds[1], "directory": directory,
+                "grace": grace, "signals": signals.encode(), "session_pid": os.getpid(),
+                "report": os.path.abspath(report) if report else None,
+            }  # fmt: skip
+            command = [sys.executable, "-m", "pytest_expiry.watchdog", json.dumps(settings)]
             process = subprocess.Popen(
                 command, stdin=subprocess.PIPE, pass_fds=fds, start_new_session=True
             )

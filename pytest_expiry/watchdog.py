@@ -9,11 +9,9 @@ process that launched it dies, however it dies.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import sys
@@ -147,35 +145,32 @@ class ExpiryServer(TimerServer):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the watchdog process (``python -m pytest_expiry.watchdog``)."""
-    parser = argparse.ArgumentParser(prog="pytest_expiry.watchdog")
-    parser.add_argument("--listen-fd", type=int, required=True)
-    parser.add_argument("--wake-fd", type=int, required=True)
-    parser.add_argument("--directory", required=True)
-    parser.add_argument("--grace", type=float, required=True)
-    parser.add_argument("--signals", type=parse_signals, required=True)
-    parser.add_argument("--report")
-    parser.add_argument("--session-pid", type=int, required=True)
-    args = parser.parse_args(argv)
+    """Entry point of the watchdog process: ``python -m pytest_expiry.watchdog SETTINGS``,
+    SETTINGS a JSON object written by :mod:`pytest_expiry.launcher` (listen_fd, wake_fd,
+    directory, grace, signals, session_pid, report). JSON rather than options: the watchdog
+    starts during the session's own start-up, and argparse alone costs it 8 ms."""
+    settings = json.loads((sys.argv[1:] if argv is None else argv)[0])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     queue = SocketRequestQueue(
-        socket.socket(fileno=args.listen_fd), socket.socket(fileno=args.wake_fd)
+        socket.socket(fileno=settings["listen_fd"]), socket.socket(fileno=settings["wake_fd"])
     )
     server = ExpiryServer(
         queue,
-        args.signals,
-        args.grace,
-        args.directory,
-        report_path=args.report,
-        session_pid=args.session_pid,
+        parse_signals(settings["signals"]),
+        float(settings["grace"]),
+        settings["directory"],
+        report_path=settings["report"],
+        session_pid=settings["session_pid"],
     )
     server.start()
-    _wait_for_the_session_to_end(args.session_pid)
+    _wait_for_the_session_to_end(settings["session_pid"])
     server.stop()
     for thread in threading.enumerate():  # escalations still reporting
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join()
-    shutil.rmtree(args.directory, ignore_errors=True)
+    import shutil  # noqa: PLC0415 - needed once, at the very end
+
+    shutil.rmtree(settings["directory"], ignore_errors=True)
 
 
 def _wait_for_the_session_to_end(session: int) -> None:

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import abc
 import itertools
-import logging
 import sys
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import logging
 
 __all__ = [
     "RequestQueue",
@@ -33,7 +35,6 @@ __all__ = [
     "expires",
 ]
 
-log = logging.getLogger(__name__)
 
 clock = time.monotonic
 """The clock every deadline is measured on: monotonic and shared by all processes of a host."""
@@ -56,6 +57,13 @@ class TimerRequest:
     @property
     def is_release(self) -> bool:
         return self.expiration_time < 0
+
+
+def _log() -> logging.Logger:
+    """This module's logger, for errors only: importing logging costs a fresh process 5 ms."""
+    import logging  # noqa: PLC0415
+
+    return logging.getLogger(__name__)
 
 
 class TimerClient(abc.ABC):
@@ -141,7 +149,7 @@ class TimerServer(abc.ABC):
         try:
             return self._reap_worker(worker_id)
         except Exception:
-            log.exception("error reaping worker %s; its timers stay armed", worker_id)
+            _log().exception("error reaping worker %s; its timers stay armed", worker_id)
             return False
 
     def _run_watchdog(self) -> None:
@@ -165,7 +173,7 @@ class TimerServer(abc.ABC):
             try:
                 self._run_watchdog()
             except Exception:
-                log.exception("timer server loop error; retrying")
+                _log().exception("timer server loop error; retrying")
                 self._stopping.wait(min(self._max_interval, 0.1))  # a broken queue must not spin
 
     def start(self) -> None:

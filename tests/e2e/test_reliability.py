@@ -131,7 +131,8 @@ def watchdogs_of(pid: int) -> list[psutil.Process]:
 
 def watchdog_directory(watchdog: psutil.Process) -> str:
     command = watchdog.cmdline()
-    return command[command.index("--directory") + 1]
+    settings: dict[str, Any] = json.loads(command[command.index(WATCHDOG_MODULE) + 1])
+    return str(settings["directory"])
 
 
 class Session:

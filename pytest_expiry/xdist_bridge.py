@@ -51,6 +51,12 @@ class XdistBridge:
     def __init__(self, controller: ExpiryController) -> None:
         self._controller = controller
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self) -> None:
+        """Start the watchdog before xdist starts the workers: its own start-up then runs
+        while the controller's does, not while the workers compete for the CPUs."""
+        self._controller.watchdog_address()
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         directory, signals = self._controller.watchdog_address()

@@ -991,7 +991,7 @@ def main() -> None:
     runner = Runner()
     loads = [os.getloadavg()[0]]
     plan: dict[str, Callable[[], Section]] = {
-        "overhead": lambda: section_overhead(runner, repeats),
+        "overhead": lambda: section_overhead(runner, options.repeats or (3 if quick else 11)),
         "xdist": lambda: section_xdist(runner, options.repeats or (2 if quick else 9)),
         "startup": lambda: section_startup(runner, 3 * repeats),
         "latency": lambda: section_latency(runner, repeats),

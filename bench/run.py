@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The pytest-expiry benchmark, in one command::
 
-    python3 bench/run.py            # full run (about 8 minutes on 2 cores), writes bench/RESULTS.md
+    python3 bench/run.py            # full run (about 9 minutes on 2 cores), writes bench/RESULTS.md
     python3 bench/run.py --quick    # fewer repeats (under 3 minutes), writes bench/.work/
 
 This file only prepares the ground, with the standard library: it creates a virtualenv under

@@ -126,6 +126,7 @@ class ChannelClient(TimerClient):
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
             self._sock.connect(os.path.join(directory, SOCKET_NAME))
             self._sock.setblocking(False)  # no poll() before each send, and never stuck
+            self._waker.setblocking(False)
             self._send(HELLO, 0.0, 0.0, 0.0, f"{os.getpid()},{os.path.basename(self._slot_path)}")
         except OSError as error:
             self.close()
@@ -183,6 +184,8 @@ class ChannelClient(TimerClient):
         """Have the watchdog read the slots now rather than at its next drain."""
         try:
             self._waker.sendto(b"!", self._wake_path)
+        except BlockingIOError:
+            pass  # its queue is full of wake bytes already: it will read the slots
         except OSError as error:
             raise ChannelError(f"the expiry watchdog went away: {error}") from error
 

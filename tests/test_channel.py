@@ -169,6 +169,15 @@ def test_ending_an_overdue_scope_wakes_the_watchdog(watchdog, client):
     assert not woken(watchdog)  # what it replaced was not overdue
 
 
+def test_a_watchdog_that_does_not_read_its_wake_bytes_never_blocks_the_test_process(
+    watchdog, client
+):
+    for number in range(10_000):  # far more than a datagram queue holds
+        client.arm(f"test_a.py::test_{number}", clock() + 0.5, 0.0, clock())
+    assert woken(watchdog)
+    assert arms(watchdog.poll()) == ["test_a.py::test_9999"]
+
+
 def test_a_closed_client_releases_all_its_scopes_and_removes_its_slot(watchdog):
     client = ChannelClient(watchdog.directory)
     client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())

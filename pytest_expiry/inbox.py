@@ -46,7 +46,8 @@ __all__ = ["ALL_SCOPES", "ScopeRequest", "SocketRequestQueue"]
 ALL_SCOPES = "*"
 """Scope id of the release a queue emits when a peer disconnects: drop all its timers."""
 _BUFFER = 1 << 20
-_RETRY_TORN = 0.001  # a slot caught mid-write is read again this soon
+_RETRY_TORN = 0.001  # a slot caught mid-write is read again this soon...
+_TORN_RETRIES = 20  # ...this many times (its writer may be stopped mid-write: no spinning)
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ class SocketRequestQueue(RequestQueue):
         self._peers: dict[int, _Peer] = {}
         self._watched: set[int] = set()
         self._ready: deque[TimerRequest] = deque()
-        self._torn = False
+        self._torn = 0  # consecutive reads that caught a slot mid-write
+        self._caught_torn = False
 
     def size(self) -> int:
         return max(1, len(self._ready))
@@ -144,16 +146,18 @@ class SocketRequestQueue(RequestQueue):
 
     def get(self, size: int, timeout: float) -> list[TimerRequest]:
         if not self._ready:
-            wait = _RETRY_TORN if self._torn else min(timeout, DRAIN_INTERVAL)
+            retry = 0 < self._torn <= _TORN_RETRIES
+            wait = _RETRY_TORN if retry else min(timeout, DRAIN_INTERVAL)
             for key, _ in self._selector.select(wait):
                 if key.fileobj is self._listener:
                     self._accept()
                 elif key.fileobj in (self._waker, self._stop_reader):
                     self._empty(key.fileobj)
-            self._torn = False
+            self._caught_torn = False
             for peer in list(self._peers.values()):
                 if self._read(peer) and peer.slot is not None and peer.pid is not None:
                     self._read_slot(peer, peer.slot)
+            self._torn = self._torn + 1 if self._caught_torn else 0
         count = min(max(size, 1), len(self._ready))
         return [self._ready.popleft() for _ in range(count)]
 
@@ -209,11 +213,11 @@ class SocketRequestQueue(RequestQueue):
         if sequence == slot.sequence:
             return
         if sequence % 2 or sequence != again or length > MAX_PAYLOAD:
-            self._torn = True  # caught mid-write: read it again in a moment
+            self._caught_torn = True  # caught mid-write: read it again in a moment
             return
         name = memory[SLOT_NAME_AT : SLOT_NAME_AT + length].decode("utf-8", "replace")
         if SLOT_SEQUENCE.unpack_from(memory, 0)[0] != sequence:
-            self._torn = True
+            self._caught_torn = True
             return
         slot.sequence = sequence
         armed = deadline != RELEASED

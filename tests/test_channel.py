@@ -149,6 +149,20 @@ def test_a_far_deadline_does_not_wake_the_watchdog(watchdog, client):
     assert not woken(watchdog)
 
 
+def test_a_slot_left_mid_write_is_retried_briefly_then_at_the_drain_pace(watchdog, client):
+    """A writer stopped mid-write (SIGSTOP, Ctrl-Z) must not make the watchdog spin."""
+    client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
+    watchdog.poll()
+    slot = client._slot
+    assert slot is not None
+    SLOT_SEQUENCE.pack_into(slot, 0, SLOT_SEQUENCE.unpack_from(slot, 0)[0] + 1)
+    for _ in range(25):
+        watchdog.poll(timeout=0.0)  # each read catches the slot mid-write
+    started = time.monotonic()
+    watchdog.poll(timeout=0.3)
+    assert time.monotonic() - started >= 0.25  # waited for its timeout: retries are over
+
+
 def test_a_near_deadline_wakes_the_watchdog(watchdog, client):
     client.arm("test_a.py::test_a", clock() + 0.5, 0.0, clock())
     assert woken(watchdog)

@@ -92,8 +92,7 @@ class Guard:
             else:
                 self._channel.disarm()
         except ChannelError as error:
-            self.broken = str(error)
-            self._channel = None
+            self._lose_channel(error)
         finally:
             self._sending = False
 
@@ -119,9 +118,14 @@ class Guard:
             try:
                 self._channel.check_alive()
             except ChannelError as error:
-                self.broken = str(error)
-                self._channel.close()
-                self._channel = None
+                self._lose_channel(error)
+
+    def _lose_channel(self, error: ChannelError) -> None:
+        """The watchdog is gone: say why (the runner warns once), and stop writing to it."""
+        self.broken = str(error)
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
 
     def rearm(self, seconds: float) -> None:
         """Give the current scope a fresh deadline (after an expiry, for what remains)."""
@@ -203,7 +207,7 @@ class Guard:
             try:
                 self._channel.wake()
             except ChannelError as error:
-                self.broken = str(error)
+                self._lose_channel(error)
 
     def close(self) -> None:
         if self._channel is not None:

@@ -62,11 +62,11 @@ class LeakWatch:
 
     def children(self) -> set[int]:
         """The pids of this process's children (of its main thread, where orphans land)."""
-        return {int(pid) for pid in self._list().split()}
+        return _pids(self._list())
 
     def _checkpoint(self) -> set[int]:
         self._checked = self._list()
-        return {int(pid) for pid in self._checked.split()}
+        return _pids(self._checked)
 
     def changed(self) -> bool:
         """Whether the children may differ from those the last check saw (the per-test fast
@@ -117,6 +117,10 @@ class LeakWatch:
         procs.end_processes(leaked, self._grace)
         _reap(leaked)
         return [p.pid for p in leaked]
+
+
+def _pids(listing: bytes) -> set[int]:
+    return {int(pid) for pid in listing.split()}
 
 
 def _leaked_processes(pids: set[int]) -> list[psutil.Process]:

@@ -40,6 +40,12 @@ class Watchdog:
         self.waker = self._sockets[1]
         self.queue = SocketRequestQueue(*self._sockets)
 
+    def connect(self) -> socket.socket:
+        """A raw peer on the watchdog's socket, speaking frames by hand."""
+        peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        peer.connect(os.path.join(self.directory, "socket"))
+        return peer
+
     def poll(self, timeout: float = 0.05) -> list[TimerRequest]:
         return self.queue.get(1000, timeout)
 
@@ -267,9 +273,8 @@ def test_a_hello_naming_something_that_is_not_a_slot_drops_the_peer(watchdog, sl
     os.mkdir(os.path.join(scopes, "directory"))
     with open(os.path.join(scopes, "small"), "wb") as small:
         small.truncate(SLOT_SIZE - 1)
-    peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    peer = watchdog.connect()
     try:
-        peer.connect(os.path.join(watchdog.directory, "socket"))
         peer.sendall(hello_frame(f"{os.getpid()},{slot_name}".encode()))
         watchdog.poll(0.2)
         assert closed(peer)
@@ -285,9 +290,8 @@ def test_a_hello_naming_another_users_file_drops_the_peer(watchdog):
     with open(path, "wb") as theirs:
         theirs.truncate(SLOT_SIZE)
     os.chown(path, 65534, 65534)  # nobody's
-    peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    peer = watchdog.connect()
     try:
-        peer.connect(os.path.join(watchdog.directory, "socket"))
         peer.sendall(hello_frame(f"{os.getpid()},{name}".encode()))
         watchdog.poll(0.2)
         assert closed(peer)
@@ -296,9 +300,8 @@ def test_a_hello_naming_another_users_file_drops_the_peer(watchdog):
 
 
 def test_a_hello_may_name_no_slot_and_use_frames_alone(watchdog):
-    peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    peer = watchdog.connect()
     try:
-        peer.connect(os.path.join(watchdog.directory, "socket"))
         scope = b"worker-scope"
         frame = FRAME.pack(b"A", clock() + 60, 0.0, 0.0, len(scope)) + scope
         peer.sendall(hello_frame(str(os.getpid()).encode()) + frame)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 _CONTROLLER = "expiry-controller"
 _RUNNER = "expiry-runner"
+_LEAKS = "expiry-leaks"
 _PACKAGE = __name__.partition(".")[0]
 
 
@@ -98,6 +99,11 @@ def pytest_configure(config: pytest.Config) -> None:
         )
         return
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    runs_tests = workerinput is not None or getattr(config.option, "dist", "no") == "no"
+    if settings.leaks != "off" and runs_tests:
+        from pytest_expiry.leakcheck import LeakCheck  # noqa: PLC0415
+
+        config.pluginmanager.register(LeakCheck(settings), _LEAKS)
     if workerinput is not None:
         _configure_worker(config, settings, workerinput)
     else:
@@ -148,9 +154,10 @@ def _budget(settings: Settings, session_deadline: float) -> SessionBudget | None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    runner = config.pluginmanager.get_plugin(_RUNNER)
-    if runner is not None:
-        runner.close()
+    for name in (_LEAKS, _RUNNER):
+        plugin = config.pluginmanager.get_plugin(name)
+        if plugin is not None:
+            plugin.close()
     controller = config.pluginmanager.get_plugin(_CONTROLLER)
     if controller is not None:
         controller.stop()

@@ -19,7 +19,6 @@ from pytest_expiry.budget import SessionBudget
 from pytest_expiry.channel import ChannelClient, ChannelError, stacks_directory
 from pytest_expiry.errors import Expired
 from pytest_expiry.guard import ActiveScope, Guard
-from pytest_expiry.leaks import LeakWatch
 from pytest_expiry.settings import MarkerError, Settings, item_deadline
 from pytest_expiry.signals import ExpirySignals
 from pytest_expiry.timer.api import clock
@@ -52,7 +51,6 @@ class ExpiryRunner:
         if budget is not None:
             config.pluginmanager.register(budget, "expiry-session-budget")
         self.guard: Guard | None = None
-        self.leaks: LeakWatch | None = None
         self.unavailable: str | None = None
         self._warned = False
         self._hung_modules = 0
@@ -67,9 +65,6 @@ class ExpiryRunner:
         stacks = stacks_directory(directory)
         os.environ[stackhook.ENV_STACKS] = f"{signals.stacks}:{stacks}"
         stackhook.install(signals.stacks, stacks)
-        if self._settings.leaks != "off":
-            self.leaks = LeakWatch(self._settings.leaks, self._settings.grace)
-            self._config.pluginmanager.register(_FixtureProcesses(self.leaks), "expiry-leaks")
         self.guard = guard
         return guard
 
@@ -129,8 +124,6 @@ class ExpiryRunner:
             # than the grace period (deep tracebacks, slow reprs, a loaded machine)
             guard.rearm(scope.seconds)
         report = yield
-        if call.when == "teardown" and self.leaks is not None and self.leaks.changed():
-            self._check_leaks(item, report)
         if guard is not None and scope is not None:
             if scope.expired_in == call.when:
                 self._complete_expiry(guard, scope, call, report, item)
@@ -242,22 +235,6 @@ class ExpiryRunner:
             }  # fmt: skip
             report.expiry = [record]  # type: ignore[attr-defined]
 
-    def _check_leaks(self, item: pytest.Item, report: pytest.TestReport) -> None:
-        assert self.leaks is not None
-        record = self.leaks.check(item.nodeid)
-        if record is None:
-            return
-        from pytest_expiry.report import describe_leak  # noqa: PLC0415 - rare path
-
-        text = describe_leak(record)
-        if self.leaks.mode == "fail" and report.passed:
-            report.outcome = "failed"
-            report.longrepr = text
-        else:
-            report.sections.append(("expiry: leaked processes", text))
-        _add_record(report, record)
-        report.user_properties.append(("expiry_leaked", " ".join(map(str, record["pids"]))))
-
     def _warn_if_broken(self, guard: Guard | None) -> None:
         problem = self.unavailable or (guard.broken if guard is not None else None)
         if problem and not self._warned:
@@ -278,8 +255,6 @@ class ExpiryRunner:
             self.guard.resume()
 
     def close(self) -> None:
-        if self.leaks is not None and self.leaks.mode != "off":
-            self.leaks.end_session()
         if self.guard is not None:
             self.guard.close()
 
@@ -336,21 +311,3 @@ def _attach(report: pytest.TestReport | pytest.CollectReport, record: dict[str, 
     _add_record(report, record)
     summary = f"expired in {record['phase']} after {record['elapsed']:.2f} s"
     getattr(report, "user_properties", []).append(("expiry", summary))
-
-
-class _FixtureProcesses:
-    """Processes started while a wider-scoped fixture is set up belong to that fixture, not
-    to the test during whose setup it happened. Registered only with leak detection on."""
-
-    def __init__(self, leaks: LeakWatch) -> None:
-        self._leaks = leaks
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, object, object]:
-        if fixturedef.scope == "function":
-            return (yield)
-        before = self._leaks.children()
-        try:
-            return (yield)
-        finally:
-            self._leaks.owned_by_fixture(self._leaks.children() - before)

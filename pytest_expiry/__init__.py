@@ -1,7 +1,7 @@
 """pytest-expiry: per-test deadlines enforced by a watchdog process.
 
-This module stays light: every Python process started under an expiry scope imports
-``pytest_expiry.stackhook`` (and so this file) at start-up.
+Processes started by tests never import this package: the start-up hook
+(``pytest-expiry.pth``) is self-contained.
 """
 
 from pytest_expiry.errors import Expired

@@ -16,6 +16,14 @@ Everything lives in the session's directory, which only the session's user can e
 * **The wake socket** (``wake``, datagrams): a write whose deadline is nearer than
   ``URGENT_WITHIN``, or one that ends a scope whose deadline has passed (the answer an
   escalation waits for), is followed by a byte here, which the watchdog waits on.
+* **The heartbeat** (``heartbeat``): the watchdog writes the time of each of its wake-ups
+  there (at least each ``DRAIN_INTERVAL``); a test process that sees it older than
+  ``HEARTBEAT_STALE`` knows the watchdog is dead or stopped, whatever became of its socket.
+
+A test may close every descriptor it did not open (``os.closerange``) and reuse the
+numbers: the client then loses its sockets but never touches a descriptor that is no longer
+its own, and the slot and heartbeat (memory, no descriptor) keep working. A lost socket is
+not a release: the watchdog keeps enforcing the slot of a process while it lives.
 
 Frames are fixed-size binary headers plus a payload::
 
@@ -31,6 +39,7 @@ import os
 import select
 import socket
 import struct
+import sys
 import weakref
 from typing import Any
 
@@ -50,7 +59,11 @@ FRAME = struct.Struct("!cdddI")
 HELLO, ARM, RELEASE = b"H", b"A", b"R"
 SOCKET_NAME, WAKE_NAME = "socket", "wake"
 STACKS_NAME, EVENTS_NAME, SCOPES_NAME = "stacks", "events.jsonl", "scopes"
+HEARTBEAT_NAME = "heartbeat"
+STOP = b"S"  # the session's word on the stop pipe: it is over
+HEARTBEAT = struct.Struct("=d")
 DRAIN_INTERVAL = 0.5
+HEARTBEAT_STALE = 3.0
 URGENT_WITHIN = 4 * DRAIN_INTERVAL
 MAX_PAYLOAD = 1 << 16  # a scope id is a node id: a longer frame is not ours
 
@@ -69,6 +82,8 @@ def bind_sockets(directory: str) -> tuple[socket.socket, socket.socket]:
     """The watchdog's listening stream socket and its wake datagram socket (and the
     directory of the scope slots)."""
     os.mkdir(os.path.join(directory, SCOPES_NAME), 0o700)
+    with open(os.path.join(directory, HEARTBEAT_NAME), "wb") as heartbeat:
+        heartbeat.write(HEARTBEAT.pack(clock()))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     waker = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
@@ -89,6 +104,34 @@ def stacks_directory(directory: str) -> str:
 
 class ChannelError(OSError):
     """The watchdog cannot be reached any more."""
+
+
+def _identity(sock: socket.socket) -> tuple[int, int] | None:
+    """The (device, inode) of ``sock``'s descriptor, or None if it is closed."""
+    try:
+        info = os.fstat(sock.fileno())
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+class _OwnSocket:
+    """A socket that remembers which open file it is, so that once the test closed its
+    descriptor (and perhaps opened something else under the same number) it is forgotten
+    rather than used or closed."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._identity = _identity(sock)
+
+    def ours(self) -> bool:
+        return self.sock.fileno() >= 0 and _identity(self.sock) == self._identity
+
+    def close(self) -> None:
+        if self.ours():
+            self.sock.close()
+        elif self.sock.fileno() >= 0:
+            self.sock.detach()  # not ours any more: forget the number, close nothing
 
 
 _clients: weakref.WeakSet[ChannelClient] = weakref.WeakSet()
@@ -113,20 +156,25 @@ class ChannelClient(TimerClient):
     """
 
     def __init__(self, directory: str) -> None:
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._waker = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.directory = directory
+        self._sock = _OwnSocket(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        self._waker = _OwnSocket(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
         self._wake_path = os.path.join(directory, WAKE_NAME)
-        self._slot: mmap.mmap | None = None
+        self._slot: _Mapping | None = None
+        self._heartbeat: _Mapping | None = None
         self._slot_path = ""
         self._sequence = 0
         self._published = RELEASED
         self._pending = b""
         try:
             self._open_slot(os.path.join(directory, SCOPES_NAME))
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
-            self._sock.connect(os.path.join(directory, SOCKET_NAME))
-            self._sock.setblocking(False)  # no poll() before each send, and never stuck
-            self._waker.setblocking(False)
+            self._heartbeat = _map_read_only(os.path.join(directory, HEARTBEAT_NAME))
+            sock = self._sock.sock
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
+            sock.connect(os.path.join(directory, SOCKET_NAME))
+            sock.setblocking(False)  # no poll() before each send, and never stuck
+            self._sock = _OwnSocket(sock)
+            self._waker.sock.setblocking(False)
             self._send(HELLO, 0.0, 0.0, 0.0, f"{os.getpid()},{os.path.basename(self._slot_path)}")
         except OSError as error:
             self.close()
@@ -134,7 +182,7 @@ class ChannelClient(TimerClient):
                 f"cannot reach the expiry watchdog in {directory}: {error}"
             ) from error
         self._hangup = select.poll()
-        self._hangup.register(self._sock, select.POLLHUP)
+        self._hangup.register(sock, select.POLLHUP)
         _clients.add(self)
 
     def _open_slot(self, scopes: str) -> None:
@@ -147,7 +195,7 @@ class ChannelClient(TimerClient):
             fd = os.open(self._slot_path, flags, 0o600)
         try:
             os.ftruncate(fd, SLOT_SIZE)
-            self._slot = mmap.mmap(fd, SLOT_SIZE)
+            self._slot = _Mapping(fd, SLOT_SIZE, writable=True)
         finally:
             os.close(fd)
 
@@ -166,9 +214,9 @@ class ChannelClient(TimerClient):
         """Write the slot; wake the watchdog if the scope replaced is overdue (it may be
         escalating it, and waits for this answer). Returns the time of the write."""
         now = clock()
-        slot = self._slot
-        if slot is None:
+        if self._slot is None:
             return now
+        slot = self._slot.memory
         self._sequence += 1
         SLOT_SEQUENCE.pack_into(slot, 0, self._sequence)  # odd: being written
         slot[SLOT_NAME_AT : SLOT_NAME_AT + len(name)] = name
@@ -182,16 +230,33 @@ class ChannelClient(TimerClient):
 
     def wake(self) -> None:
         """Have the watchdog read the slots now rather than at its next drain."""
+        if not self._waker.ours():  # the test closed it: a new one, once
+            self._waker.close()
+            self._waker = _OwnSocket(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+            self._waker.sock.setblocking(False)
         try:
-            self._waker.sendto(b"!", self._wake_path)
+            self._waker.sock.sendto(b"!", self._wake_path)
         except BlockingIOError:
             pass  # its queue is full of wake bytes already: it will read the slots
         except OSError as error:
             raise ChannelError(f"the expiry watchdog went away: {error}") from error
 
+    @property
+    def connected(self) -> bool:
+        """Whether the stream socket (events, frames) is still this client's."""
+        return self._sock.ours()
+
     def check_alive(self) -> None:
-        """Raise :class:`ChannelError` if the watchdog has closed its end (it died)."""
-        if self._slot is not None and self._hangup.poll(0):
+        """Raise :class:`ChannelError` if the watchdog is gone: its socket hung up, or its
+        heartbeat is older than ``HEARTBEAT_STALE`` (dead, or stopped)."""
+        if self._heartbeat is None:
+            return
+        beat = HEARTBEAT.unpack_from(self._heartbeat.memory, 0)[0]
+        if clock() - beat > HEARTBEAT_STALE:
+            raise ChannelError(
+                f"the expiry watchdog has not run for {clock() - beat:.1f} s (stopped or dead)"
+            )
+        if self._hangup.poll(0) and self._sock.ours():
             raise ChannelError("the expiry watchdog went away (its socket was closed)")
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
@@ -205,8 +270,11 @@ class ChannelClient(TimerClient):
     ) -> None:
         data = payload.encode()
         frame = FRAME.pack(kind, deadline, slow_at, armed_at, len(data)) + data
+        if not self._sock.ours():
+            raise ChannelError("the channel's socket was closed by the test")
+        sock = self._sock.sock
         try:
-            sent = self._sock.send(frame)
+            sent = sock.send(frame)
             if sent < len(frame):
                 self._send_slowly(frame[sent:])
             if 0 < deadline < clock() + URGENT_WITHIN:
@@ -219,24 +287,29 @@ class ChannelClient(TimerClient):
     def _send_slowly(self, data: bytes) -> None:
         self.wake()  # the buffer is full: have it drained now
         end = clock() + _SEND_PATIENCE
+        sock = self._sock.sock
         while data:
-            _, writable, _ = select.select([], [self._sock], [], max(0.0, end - clock()))
+            _, writable, _ = select.select([], [sock], [], max(0.0, end - clock()))
             if not writable:
                 raise ChannelError("the expiry watchdog stopped reading its channel")
-            data = data[self._sock.send(data) :]
+            data = data[sock.send(data) :]
 
     def receive_event(self, timeout: float) -> dict[str, Any] | None:
-        """The next event the watchdog sent, waiting at most ``timeout`` seconds."""
+        """The next event the watchdog sent, waiting at most ``timeout`` seconds (None at
+        once when the socket is no longer this client's)."""
         end = clock() + timeout
         while b"\n" not in self._pending:
-            readable, _, _ = select.select([self._sock], [], [], max(0.0, end - clock()))
-            if not readable:
+            if not self._sock.ours():
                 return None
+            sock = self._sock.sock
             try:
-                chunk = self._sock.recv(65536)
+                readable, _, _ = select.select([sock], [], [], max(0.0, end - clock()))
+                if not readable:
+                    return None
+                chunk = sock.recv(65536)
             except BlockingIOError:
                 continue
-            except OSError:
+            except (OSError, ValueError):
                 return None
             if not chunk:
                 return None
@@ -245,20 +318,79 @@ class ChannelClient(TimerClient):
         event: dict[str, Any] = json.loads(line)
         return event
 
+    def _unmap(self) -> None:
+        for memory in (self._slot, self._heartbeat):
+            if memory is not None:
+                memory.close()
+        self._slot = self._heartbeat = None
+
     def detach(self) -> None:
         """Stop speaking for the process (in a forked child): close this copy, touch nothing
         the parent still uses."""
-        if self._slot is not None:
-            self._slot.close()
-            self._slot = None
+        self._unmap()
         self._sock.close()
         self._waker.close()
 
     def close(self) -> None:
         if self._slot is not None:
-            self._slot.close()
-            self._slot = None
             with contextlib.suppress(OSError):
                 os.unlink(self._slot_path)
+        self._unmap()
         self._sock.close()
         self._waker.close()
+
+
+def _map_read_only(path: str) -> _Mapping:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        return _Mapping(fd, HEARTBEAT.size, writable=False)
+    finally:
+        os.close(fd)
+
+
+_parked: list[mmap.mmap] = []  # mappings whose descriptor a test took over: never closed
+
+
+class _Mapping:
+    """A shared mapping of a file. Before Python 3.13 ``mmap`` keeps a duplicate of the
+    file's descriptor and closes it with the mapping; if a test closed that descriptor and
+    reused its number, closing the mapping would close the test's file. So the duplicate's
+    identity is remembered, and a mapping whose descriptor is not ours any more is parked
+    (left open) instead of closed. From 3.13 on the mapping keeps no descriptor at all."""
+
+    def __init__(self, fd: int, size: int, *, writable: bool) -> None:
+        access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+        self._fd = -1
+        if sys.version_info >= (3, 13):
+            self.memory = mmap.mmap(fd, size, access=access, trackfd=False)
+            return
+        before = _descriptors()
+        self.memory = mmap.mmap(fd, size, access=access)
+        info = os.fstat(fd)
+        for number in _descriptors() - before:
+            with contextlib.suppress(OSError):
+                if _same_file(os.fstat(number), info):
+                    self._fd, self._identity = number, (info.st_dev, info.st_ino)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            try:
+                info = os.fstat(self._fd)
+                ours = (info.st_dev, info.st_ino) == self._identity
+            except OSError:
+                ours = False
+            if not ours:
+                _parked.append(self.memory)
+                return
+        self.memory.close()
+
+
+def _descriptors() -> set[int]:
+    try:
+        return {int(name) for name in os.listdir("/proc/self/fd")}
+    except OSError:
+        return set()
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

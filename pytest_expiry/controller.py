@@ -4,11 +4,11 @@ expiry into the terminal summary and the JSON report."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import pytest
 
+from pytest_expiry._compat import capture_disabled
 from pytest_expiry.exitguard import bound_exit
 from pytest_expiry.launcher import WatchdogProcess
 from pytest_expiry.report import ExpiryLog
@@ -34,15 +34,21 @@ class ExpiryController:
         self.log = ExpiryLog()
         self.exit_status = 0
 
-    def watchdog_address(self) -> tuple[str, ExpirySignals]:
-        """Start the watchdog if it is not running; return its directory and signals."""
+    def watchdog_address(self, fresh: bool = False) -> tuple[str, ExpirySignals]:
+        """Start the watchdog if it is not running (or, ``fresh``, a new one in place of
+        one found dead or stopped); return its directory and signals."""
+        if fresh and self.watchdog is not None:
+            self.watchdog.kill()
+            self.watchdog.stop()
+            self.watchdog = None
         if self.watchdog is None:
-            capture: Any = self._config.pluginmanager.get_plugin("capturemanager")
             # the watchdog writes SLOW notices to the real terminal, not to a capture file
-            quiet = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
-            with quiet:
+            with capture_disabled(self._config):
                 self.watchdog = WatchdogProcess.launch(
-                    self._settings.grace, self.signals, self._settings.report
+                    self._settings.grace,
+                    self.signals,
+                    self._settings.report,
+                    getattr(self._settings, "child_stacks", "auto"),
                 )
         return self.watchdog.directory, self.signals
 
@@ -57,6 +63,7 @@ class ExpiryController:
             details.append(f"session budget {s.session:g} s")
         if s.timeout_compat:
             details.append("pytest-timeout markers honoured")
+        details.append(f"child stacks: {_child_stacks(s)}")
         return [f"expiry: {deadline} ({', '.join(details)})"]
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -85,3 +92,12 @@ class ExpiryController:
             self.watchdog = None
         if self._settings.exit:
             bound_exit(self._settings.exit, self.exit_status)
+
+
+def _child_stacks(settings: Settings) -> str:
+    mode = getattr(settings, "child_stacks", "auto")
+    if mode != "auto":
+        return "start-up hook" if mode == "hook" else "off"
+    from pytest_expiry.unwinder import find_unwinder  # noqa: PLC0415
+
+    return "py-spy" if find_unwinder() else "none (install pytest-expiry[native] for py-spy)"

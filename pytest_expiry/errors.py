@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+from pytest_expiry._compat import PytestFailure
 
-class Expired(BaseException):
+__all__ = ["Expired", "is_expiry"]
+
+
+class Expired(PytestFailure):
     """Raised in a test's main thread, at the point where it hangs, when its deadline passes.
 
-    It derives from BaseException, like pytest's own outcomes, so that an ``except Exception``
-    in the code under test does not swallow it.
+    It is one of pytest's own outcomes (a subclass of ``pytest.fail.Exception``), so pytest's
+    fixture machinery treats it as it treats ``pytest.fail``: a class-scoped fixture that
+    expires in setup is an error of each test that uses it, and a finalizer that expires does
+    not stop the other finalizers. Like every outcome it derives from BaseException, so an
+    ``except Exception`` in the code under test does not swallow it.
     """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, pytrace=True)
 
 
 Expired.__module__ = "pytest_expiry"  # reports name it by its public path
+
+
+def is_expiry(error: BaseException | None) -> bool:
+    """Whether ``error`` is an :class:`Expired`, or was raised while handling one (``raise
+    RuntimeError(...) from expired``, or an exception raised in an ``except`` block)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, Expired):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False

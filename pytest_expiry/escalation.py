@@ -23,7 +23,7 @@ import psutil
 
 from pytest_expiry import procs
 from pytest_expiry.signals import ExpirySignals, signal_main_thread
-from pytest_expiry.stacks import collect_stacks
+from pytest_expiry.stacks import catches, collect_stacks
 from pytest_expiry.timer.api import TimerRequest, clock
 
 __all__ = ["Escalation", "LadderSettings"]
@@ -34,6 +34,7 @@ class LadderSettings:
     grace: float
     signals: ExpirySignals
     stacks_directory: str
+    unwinder: str | None = None  # py-spy, for processes that hold no handler of ours
 
 
 def _describe(process: psutil.Process, role: str) -> dict[str, Any]:
@@ -85,16 +86,24 @@ class Escalation:
         tree = procs.tree_of(worker)
         records = [_describe(worker, "test process")] + [_describe(p, "descendant") for p in tree]
         stacks = collect_stacks(
-            [worker, *tree], self._settings.signals.stacks, self._settings.stacks_directory
+            [worker, *tree],
+            self._settings.signals.stacks,
+            self._settings.stacks_directory,
+            self._settings.unwinder,
         )
         if self._answer.is_set():
             return None  # the scope ended while the stacks were gathered: no expiry
         interrupted_at = clock()
-        with contextlib.suppress(OSError):
-            signal_main_thread(worker.pid, self._settings.signals.interrupt)
+        # without a handler (reset by the test, or the process exec'd) the interrupt would
+        # kill it with nothing said: it cannot be interrupted, so the hard path it is
+        interruptible = catches(worker.pid, self._settings.signals.interrupt)
+        if interruptible:
+            with contextlib.suppress(OSError):
+                signal_main_thread(worker.pid, self._settings.signals.interrupt)
         ending = procs.end_processes(tree, self._settings.grace)
         waited = clock() - interrupted_at
-        hard_killed = not self._answer.wait(max(0.0, self._settings.grace - waited))
+        patience = max(0.0, self._settings.grace - waited) if interruptible else 0.0
+        hard_killed = not self._answer.wait(patience)
         event = {
             "event": "expired",
             "nodeid": self.request.scope_id,
@@ -107,6 +116,7 @@ class Escalation:
             "processes": records,
             "survivors": ending.survivors,
             "hard_killed": hard_killed,
+            "interruptible": interruptible,
             "wall_time": time.time(),
         }
         for record in records:

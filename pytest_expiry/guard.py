@@ -1,31 +1,40 @@
-"""The test process's side of a scope: arming it, and raising ``Expired`` when told to.
+"""The test process's side of a scope: the one owner of its lifecycle.
 
-One :class:`Guard` per test process. The per-test path is :meth:`Guard.arm` and
+One :class:`Guard` per test process (per session: a nested in-process session gets its own,
+and gives the process back to the outer one as it was). A scope goes
+
+    armed -> expired(phase) -> answered -> released
+
+and only the guard writes it. The per-test path is :meth:`Guard.arm` and
 :meth:`Guard.release`: a write to the process's scope slot each (shared memory, read by the
-watchdog when it wakes), and a check that the watchdog still holds its end. When the watchdog
-sends the interrupt signal, the handler raises :class:`~pytest_expiry.Expired` in the main
-thread, at the point where the test hangs, but only if the current scope really is past its
-deadline and pytest is inside a test phase (never inside pytest's own reporting).
+watchdog when it wakes). The runner tells the guard which phase pytest is in (hook wrappers
+around setup, call and teardown; no frame walking). When the watchdog sends the interrupt
+signal, the handler raises :class:`~pytest_expiry.Expired` in the main thread where the test
+hangs, if the scope really is past its deadline and pytest is inside a phase. Otherwise it
+*answers* (publishes the scope again, which tells the watchdog the process is alive): between
+phases the expiry is kept pending, without moving the deadline, and raised as soon as the next
+phase begins.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from _pytest.runner import CallInfo
-
-from pytest_expiry.channel import ChannelClient, ChannelError
+from pytest_expiry.channel import EVENTS_NAME, MAX_PAYLOAD, ChannelClient, ChannelError
 from pytest_expiry.errors import Expired
 from pytest_expiry.timer.api import clock
 
 __all__ = ["ActiveScope", "Guard"]
 
-_PHASE_CODE = CallInfo.from_call.__func__.__code__  # type: ignore[attr-defined]
 _DEBUGGER_MODULES = ("bdb", "pdb", "pydevd", "_pydevd", "debugpy", "pudb", "IPython.core.debugger")
+_PENDING_ANSWER = 1.0  # how long pytest may take to reach the next phase after a pending expiry
 
 
 @dataclass(slots=True)
@@ -39,15 +48,7 @@ class ActiveScope:
     expired_deadline: float = 0.0
     answer_on_expiry: bool = False
     owner: object = None  # what it was armed for (the item), for a cheap identity check
-
-
-def _test_phase(frame: FrameType | None) -> str | None:
-    """The phase ("setup", "call", "teardown") pytest is running at ``frame``, if any."""
-    while frame is not None:
-        if frame.f_code is _PHASE_CODE:
-            return str(frame.f_locals.get("when"))
-        frame = frame.f_back
-    return None
+    pending: bool = False  # the deadline passed between phases: expire at the next one
 
 
 _MONITORING: Any = getattr(sys, "monitoring", None)  # Python 3.12+: debuggers may use it
@@ -71,16 +72,20 @@ class Guard:
 
     def __init__(self, channel: ChannelClient, interrupt_signal: int, slow_fraction: float) -> None:
         self._channel: ChannelClient | None = channel
+        self._events_path = os.path.join(channel.directory, EVENTS_NAME)
         self._slow_fraction = slow_fraction
         self.scope: ActiveScope | None = None
+        self.phase: str | None = None
         self.broken: str | None = None
         self._paused_left: float | None = None
         self._paused_at = 0.0
         self._sending = False
-        signal.signal(interrupt_signal, self._on_interrupt)
+        self._signal = interrupt_signal
+        self._previous: Any = signal.signal(interrupt_signal, self._on_interrupt)
 
-    def _publish(self, scope: ActiveScope | None) -> None:
-        """Write ``scope`` (None: no scope) to the slot the watchdog reads."""
+    def _publish(self, scope: ActiveScope | None, deadline: float | None = None) -> None:
+        """Write ``scope`` (None: no scope) to the slot the watchdog reads, with its own
+        deadline or ``deadline``."""
         if self._channel is None:
             return
         self._sending = True  # the handler must not interleave a write with this one
@@ -88,7 +93,8 @@ class Guard:
             if scope is not None:
                 slow_at = scope.armed_at + self._slow_fraction * scope.seconds
                 slow_at = slow_at if self._slow_fraction and slow_at > clock() else 0
-                self._channel.arm(scope.nodeid, scope.deadline, slow_at, scope.armed_at)
+                published = scope.deadline if deadline is None else deadline
+                self._channel.arm(scope.nodeid, published, slow_at, scope.armed_at)
             else:
                 self._channel.disarm()
         except ChannelError as error:
@@ -109,11 +115,11 @@ class Guard:
             nodeid, seconds, now, now + seconds, answer_on_expiry=answer_on_expiry, owner=owner
         )
         if not debugger_active():
-            self._check_alive()
             self._publish(self.scope)
         return self.scope
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
+        """Find out whether the watchdog is still there (:attr:`broken` says why not)."""
         if self._channel is not None:
             try:
                 self._channel.check_alive()
@@ -138,6 +144,32 @@ class Guard:
             self.scope = None
             self._publish(None)
 
+    def enter_phase(self, phase: str) -> None:
+        """pytest begins ``phase`` ("setup", "call", "teardown", "collect") of the scope's
+        owner. A deadline that passed between phases expires here, before the phase runs;
+        except teardown, which always runs (fixtures must be finalized), with a fresh
+        deadline, and fails with the expiry once it is done (:meth:`leave_phase`)."""
+        __tracebackhide__ = True
+        self.phase = phase
+        scope = self.scope
+        if scope is None or not scope.pending or scope.expired_in is not None:
+            return
+        if phase == "teardown":
+            scope.expired_deadline = scope.deadline
+            self.rearm(scope.seconds)
+            return
+        scope.pending = False
+        self._expire(scope, phase, f"its deadline passed before {phase} began")
+
+    def leave_phase(self) -> None:
+        """pytest ended the phase; raises the expiry kept pending through a teardown."""
+        __tracebackhide__ = True
+        phase, self.phase = self.phase, None
+        scope = self.scope
+        if scope is not None and scope.pending and scope.expired_in is None and phase:
+            scope.pending = False
+            self._expire(scope, phase, "its deadline passed before teardown began", late=True)
+
     @property
     def paused(self) -> bool:
         return self._paused_left is not None
@@ -158,49 +190,88 @@ class Guard:
 
     def await_event(self, scope: ActiveScope, timeout: float) -> dict[str, Any] | None:
         """The watchdog's account of the expiry that raised ``Expired`` in ``scope`` (the
-        accounts of other escalations, answered without an exception, are skipped)."""
-        if self._channel is None:
-            return None
+        accounts of other escalations, answered without an exception, are skipped). Read
+        from the session's event log when the channel's socket is gone."""
         end = clock() + timeout
         while (left := end - clock()) > 0:
+            if self._channel is None or not self._channel.connected:
+                return self._logged_event(scope, end)
             event = self._channel.receive_event(left)
             if event is None:
-                return None
-            if event.get("nodeid") == scope.nodeid and (
-                event.get("deadline_at") == scope.expired_deadline
-            ):
+                continue
+            if _matches(event, scope):
                 return event
         return None
 
+    def _logged_event(self, scope: ActiveScope, end: float) -> dict[str, Any] | None:
+        pause = 0.005
+        while clock() < end:
+            try:
+                with open(self._events_path) as log:
+                    for line in log:
+                        event = json.loads(line)
+                        if _matches(event, scope):
+                            return dict(event)
+            except (OSError, ValueError):
+                pass
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        return None
+
     def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
-        """Raise ``Expired`` where the test hangs; or, where that cannot be done (inside
-        pytest's own code, in a phase that already failed with ``Expired``, in a debugger),
-        tell the watchdog that this process is alive, so that it is not killed."""
+        """Raise ``Expired`` where the test hangs; or, where that cannot be done, answer the
+        watchdog (publish the scope again), so that the process is not killed:
+
+        * a late signal, for a scope that ended or was re-armed: publish the current state;
+        * in a debugger: the pause already answered;
+        * between phases: the expiry is pending (raised when the next phase begins) and the
+          deadline stays where it was;
+        * in a phase that already failed with ``Expired``: what remains gets a fresh
+          deadline of the scope's length.
+        """
         __tracebackhide__ = True  # the failure points at the test's line, not at ours
         scope = self.scope
         if scope is None or clock() < scope.deadline:
-            # a late signal, for a scope that has already ended: publish the current state
-            # again, in case the watchdog acts on an older one
             if not self._sending and self._paused_left is None:
                 self._publish(scope)
                 self._wake()
+            self._delegate(signum, frame)
             return
         if self._paused_left is not None:
-            return  # in a debugger: the pause's release already answered the watchdog
-        phase = _test_phase(frame)
-        if phase is None or phase == scope.expired_in:
+            return
+        phase = self.phase
+        if phase is None:
+            if scope.pending:
+                return  # pytest itself hangs between phases: let the watchdog end it
+            scope.pending = True
+            if not self._sending:
+                self._publish(scope, clock() + _PENDING_ANSWER)
+                self._wake()
+            return
+        if phase == scope.expired_in:
             if not self._sending:
                 self.rearm(scope.seconds)
             return
+        self._expire(scope, phase, f"still running in {phase}")
+
+    def _expire(self, scope: ActiveScope, phase: str, how: str, late: bool = False) -> None:
+        __tracebackhide__ = True
         scope.expired_in = phase
-        scope.expired_deadline = scope.deadline
+        if not late:  # a teardown run after a pending expiry had a fresh deadline
+            scope.expired_deadline = scope.deadline
         scope.expired_after = elapsed = clock() - scope.armed_at
         if scope.answer_on_expiry:
             self.rearm(scope.seconds)
         raise Expired(
-            f"{scope.nodeid} expired: still running in {phase} after {elapsed:.2f} s "
+            f"{scope.nodeid} expired: {how} after {elapsed:.2f} s "
             f"(deadline {round(scope.seconds, 3):g} s)"
         )
+
+    def _delegate(self, signum: int, frame: FrameType | None) -> None:
+        """A nested in-process session's guard passes on a signal meant for the outer one."""
+        outer = getattr(self._previous, "__self__", None)
+        if isinstance(outer, Guard) and outer is not self:
+            outer._on_interrupt(signum, frame)
 
     def _wake(self) -> None:
         if self._channel is not None:
@@ -210,6 +281,19 @@ class Guard:
                 self._lose_channel(error)
 
     def close(self) -> None:
+        """End this guard: the interrupt signal goes back to whoever had it before (the outer
+        session's guard, for a nested in-process session)."""
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+        if signal.getsignal(self._signal) == self._on_interrupt:
+            signal.signal(self._signal, self._previous)
+
+
+def _matches(event: dict[str, Any], scope: ActiveScope) -> bool:
+    """Whether ``event`` is the account of ``scope``'s expiry (the watchdog knows the node
+    id as the slot holds it: at most ``MAX_PAYLOAD`` bytes of it)."""
+    if event.get("deadline_at") != scope.expired_deadline:
+        return False
+    held = scope.nodeid.encode()[:MAX_PAYLOAD].decode("utf-8", "replace")
+    return event.get("nodeid") in (scope.nodeid, held)

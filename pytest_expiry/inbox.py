@@ -29,6 +29,8 @@ from pytest_expiry.channel import (
     ARM,
     DRAIN_INTERVAL,
     FRAME,
+    HEARTBEAT,
+    HEARTBEAT_NAME,
     HELLO,
     MAX_PAYLOAD,
     RELEASE,
@@ -39,7 +41,7 @@ from pytest_expiry.channel import (
     SLOT_SEQUENCE,
     SLOT_SIZE,
 )
-from pytest_expiry.timer.api import RequestQueue, TimerRequest
+from pytest_expiry.timer.api import RequestQueue, TimerRequest, clock
 
 __all__ = ["ALL_SCOPES", "ScopeRequest", "SocketRequestQueue"]
 
@@ -85,6 +87,22 @@ def _peer_uid_and_pid(sock: socket.socket) -> tuple[int, int] | None:
     return uid, pid
 
 
+def _alive(peer: _Peer) -> bool:
+    """Whether the peer's process (by pid and create time) still runs."""
+    if peer.pid is None:
+        return False
+    try:
+        process = psutil.Process(peer.pid)
+        return process.create_time() == peer.created and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _map_heartbeat(directory: str) -> mmap.mmap:
+    with open(os.path.join(directory, HEARTBEAT_NAME), "r+b") as heartbeat:
+        return mmap.mmap(heartbeat.fileno(), HEARTBEAT.size)
+
+
 def _map_slot(scopes: str, name: str) -> _Slot:
     """Map the slot file ``name`` of ``scopes`` read-only; ValueError if it is not a slot of
     this user's that a peer may name."""
@@ -121,6 +139,8 @@ class SocketRequestQueue(RequestQueue):
         self._stop_reader, self._stop_writer = socket.socketpair()
         self._selector.register(self._stop_reader, selectors.EVENT_READ)
         self._peers: dict[int, _Peer] = {}
+        self._orphans: list[_Peer] = []  # hung up, but their processes live: slots still hold
+        self._heartbeat = _map_heartbeat(os.path.dirname(listener.getsockname()))
         self._watched: set[int] = set()
         self._ready: deque[TimerRequest] = deque()
         self._torn = 0  # consecutive reads that caught a slot mid-write
@@ -154,9 +174,11 @@ class SocketRequestQueue(RequestQueue):
                 elif key.fileobj in (self._waker, self._stop_reader):
                     self._empty(key.fileobj)
             self._caught_torn = False
+            HEARTBEAT.pack_into(self._heartbeat, 0, clock())
             for peer in list(self._peers.values()):
                 if self._read(peer) and peer.slot is not None and peer.pid is not None:
                     self._read_slot(peer, peer.slot)
+            self._read_orphans()
             self._torn = self._torn + 1 if self._caught_torn else 0
         count = min(max(size, 1), len(self._ready))
         return [self._ready.popleft() for _ in range(count)]
@@ -194,12 +216,29 @@ class SocketRequestQueue(RequestQueue):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
         self._peers[sock.fileno()] = _Peer(sock)
 
-    def _drop(self, peer: _Peer) -> None:
+    def _drop(self, peer: _Peer, hung_up: bool = False) -> None:
+        """Forget a peer that broke the protocol; one that only hung up (it closed its
+        descriptors, or exec'd) keeps its slot, read as before, while its process lives."""
         if peer.sock.fileno() in self._watched:
             self._watched.discard(peer.sock.fileno())
             self._selector.unregister(peer.sock)
         del self._peers[peer.sock.fileno()]
         peer.sock.close()
+        # a client that closed on purpose removed its slot first
+        if hung_up and peer.slot is not None and os.path.exists(peer.slot.path) and _alive(peer):
+            self._orphans.append(peer)
+            return
+        self._forget(peer)
+
+    def _read_orphans(self) -> None:
+        for peer in list(self._orphans):
+            if peer.slot is not None and os.path.exists(peer.slot.path) and _alive(peer):
+                self._read_slot(peer, peer.slot)
+            else:
+                self._orphans.remove(peer)
+                self._forget(peer)
+
+    def _forget(self, peer: _Peer) -> None:
         if peer.slot is not None:
             peer.slot.memory.close()
             with contextlib.suppress(OSError):  # its process may have died without removing it
@@ -230,7 +269,10 @@ class SocketRequestQueue(RequestQueue):
             )
 
     def _read(self, peer: _Peer) -> bool:
-        """Read what ``peer`` sent; False if it was dropped (gone, or broke the protocol)."""
+        """Read what ``peer`` sent; False if it was dropped (gone, or broke the protocol).
+        Frames that arrived before a hang-up are taken first (a HELLO, then EOF, is a peer
+        that closed its descriptors right after connecting)."""
+        hung_up = False
         while True:
             try:
                 chunk = peer.sock.recv(65536)
@@ -239,13 +281,21 @@ class SocketRequestQueue(RequestQueue):
             except OSError:
                 chunk = b""
             if not chunk:
-                self._drop(peer)
-                return False
+                hung_up = True
+                break
             peer.buffer += chunk
+        if not self._take_frames(peer):
+            self._drop(peer)
+            return False
+        if hung_up:
+            self._drop(peer, hung_up=True)
+            return peer in self._orphans
+        return True
+
+    def _take_frames(self, peer: _Peer) -> bool:
         while len(peer.buffer) >= FRAME.size:
             kind, deadline, slow_at, armed_at, length = FRAME.unpack_from(peer.buffer)
             if length > MAX_PAYLOAD:
-                self._drop(peer)
                 return False
             end = FRAME.size + length
             if len(peer.buffer) < end:
@@ -257,7 +307,6 @@ class SocketRequestQueue(RequestQueue):
                 accepted = False
             peer.buffer = peer.buffer[end:]
             if not accepted:
-                self._drop(peer)
                 return False
         return True
 

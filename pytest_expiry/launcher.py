@@ -8,30 +8,46 @@ for the xdist controller and the JSON report).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any
 
-from pytest_expiry.channel import EVENTS_NAME, bind_sockets, stacks_directory
+from pytest_expiry.channel import EVENTS_NAME, STOP, bind_sockets, stacks_directory
 from pytest_expiry.signals import ExpirySignals
 
 __all__ = ["WatchdogProcess"]
 
 
+_DETACH = '"$@" </dev/null >/dev/null & echo $!'
+"""The watchdog is started by a short-lived shell, so that it is not a child of the test
+process (a test that lists its children, or waits for them all, never sees it)."""
+_STOP_WAIT = 1.0
+
+
 class WatchdogProcess:
     """The pytest side's handle on its watchdog: where to reach it, and how to end it."""
 
-    def __init__(self, directory: str, process: subprocess.Popen[bytes]) -> None:
+    def __init__(self, directory: str, pid: int, stop_fd: int) -> None:
         self.directory = directory
-        self.process = process
+        self.pid = pid
+        self._stop_fd = stop_fd
+        self._pidfd = _open_pidfd(pid)
 
     @classmethod
     def launch(
-        cls, grace: float, signals: ExpirySignals, report: str | None = None
+        cls,
+        grace: float,
+        signals: ExpirySignals,
+        report: str | None = None,
+        child_stacks: str = "auto",
     ) -> WatchdogProcess:
         """Start a watchdog with a fresh private directory (mode 0700) and socket."""
         base = None if len(tempfile.gettempdir()) < 60 else "/tmp"
@@ -42,45 +58,91 @@ class WatchdogProcess:
         except OSError:
             shutil.rmtree(directory, ignore_errors=True)
             raise
+        stop_read, stop_write = os.pipe()
         try:
-            fds = [listener.fileno(), waker.fileno()]
+            fds = [listener.fileno(), waker.fileno(), stop_read]
             settings = {
-                "listen_fd": fds[0], "wake_fd": fds[1], "directory": directory,
-                "grace": grace, "signals": signals.encode(), "session_pid": os.getpid(),
+                "listen_fd": fds[0], "wake_fd": fds[1], "stop_fd": fds[2],
+                "directory": directory, "grace": grace, "signals": signals.encode(),
+                "session_pid": os.getpid(), "session_token": _session_token(),
                 "report": os.path.abspath(report) if report else None,
+                "child_stacks": child_stacks,
             }  # fmt: skip
             command = [sys.executable, "-m", "pytest_expiry.watchdog", json.dumps(settings)]
-            process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, pass_fds=fds, start_new_session=True
-            )
+            shell = subprocess.run(
+                ["/bin/sh", "-c", _DETACH, "sh", *command],
+                pass_fds=fds, start_new_session=True, stdout=subprocess.PIPE, check=True,
+            )  # fmt: skip
+            pid = int(shell.stdout.split()[-1])
         except BaseException:
+            os.close(stop_write)
             shutil.rmtree(directory, ignore_errors=True)
             raise
         finally:
             listener.close()
             waker.close()
-        return cls(directory, process)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
+            os.close(stop_read)
+        return cls(directory, pid, stop_write)
 
     def events(self) -> list[dict[str, Any]]:
         """Every event the watchdog recorded this session."""
         try:
             with open(os.path.join(self.directory, EVENTS_NAME)) as events:
                 return [json.loads(line) for line in events if line.strip()]
-        except OSError:
+        except (OSError, ValueError):
             return []
 
     def stop(self) -> None:
-        """End the watchdog and remove its files. Every escalation's outcome has been awaited
-        by then (or read from ``events.jsonl``), so nothing it could still do matters."""
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        self.process.terminate()
-        try:
-            self.process.wait(1.0)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        """Tell the watchdog the session is over, give it a moment to finish, and remove the
+        session's files. Every escalation's outcome has been awaited by then (or read from
+        ``events.jsonl``), so nothing it could still do matters."""
+        with contextlib.suppress(OSError):
+            os.write(self._stop_fd, STOP)
+        with contextlib.suppress(OSError):
+            os.close(self._stop_fd)
+        if not self._wait_gone(_STOP_WAIT):
+            self.kill()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    def kill(self) -> None:
+        """End a watchdog that does not answer (stopped, or wedged): SIGKILL, by its pidfd
+        where there is one, so that a recycled pid is never hit."""
+        with contextlib.suppress(OSError):
+            if self._pidfd is not None:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            elif _is_watchdog(self.pid):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def _wait_gone(self, timeout: float) -> bool:
+        if self._pidfd is not None:
+            return bool(select.select([self._pidfd], [], [], timeout)[0])
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not _is_watchdog(self.pid):
+                return True
+            time.sleep(0.01)
+        return False
+
+
+def _open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _is_watchdog(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"pytest_expiry.watchdog" in cmdline.read()
+    except OSError:
+        return False
+
+
+def _session_token() -> str | None:
+    """This session's token in the lineage variable (processes its tests start carry it)."""
+    tokens = os.environ.get("PYTEST_EXPIRY_SESSION", "")
+    return tokens.split(",")[-1] or None

@@ -41,6 +41,7 @@ def expiry_record(
         "stacks": {str(p["pid"]): p["stack"] for p in processes if p.get("stack")},
         "processes": [{k: p[k] for k in ("pid", "ppid", "role", "cmdline")} for p in processes],
         "survivors": (event or {}).get("survivors", []),
+        "interruptible": (event or {}).get("interruptible", True),
     }
 
 
@@ -59,6 +60,12 @@ HARD_KILL_ADVICE = (
 )
 
 
+NO_HANDLER = (
+    "it could not be interrupted: it no longer catches the interrupt signal (the test reset "
+    "it, or the process exec'd another program), so the watchdog killed its process"
+)
+
+
 def describe_expiry(record: dict[str, Any]) -> str:
     """The text of the failure's expiry section: processes, signals, then every stack."""
     where = f" in {record['phase']}" if record["phase"] != "unknown" else ""
@@ -67,7 +74,7 @@ def describe_expiry(record: dict[str, Any]) -> str:
         f"(deadline {round(record['deadline'], 3):g} s)"
     ]
     if record["event"] == "hard_killed":
-        lines.append(HARD_KILL_ADVICE)
+        lines.append(HARD_KILL_ADVICE if record.get("interruptible", True) else NO_HANDLER)
     if not record["processes"]:
         lines.append("the watchdog's account did not arrive: no stacks or process list")
     stacks, signals = record["stacks"], record["signals"]

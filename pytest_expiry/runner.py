@@ -17,7 +17,7 @@ import pytest
 from pytest_expiry import stackhook
 from pytest_expiry.budget import SessionBudget
 from pytest_expiry.channel import ChannelClient, ChannelError, stacks_directory
-from pytest_expiry.errors import Expired
+from pytest_expiry.errors import is_expiry
 from pytest_expiry.guard import ActiveScope, Guard
 from pytest_expiry.settings import MarkerError, Settings, item_deadline
 from pytest_expiry.signals import ExpirySignals
@@ -31,17 +31,19 @@ DEADLINE = pytest.StashKey[tuple[float, bool]]()
 _NO_DEADLINE = (0.0, False)
 _EVENT_MARGIN = 2.0
 _FUNC_ONLY = "expiry-func-only"
+_RESTARTS = 3
 
 
 class ExpiryRunner:
-    """Arms a scope per test and reports its expiry. ``connect`` is called once, lazily,
-    by the first test that has a deadline."""
+    """Arms a scope per test and reports its expiry. ``connect(fresh)`` is called lazily,
+    by the first test that has a deadline, and again with ``fresh`` True when the watchdog
+    was found dead or stopped (a new one is started, up to ``_RESTARTS`` times)."""
 
     def __init__(
         self,
         config: pytest.Config,
         settings: Settings,
-        connect: Callable[[], tuple[str, ExpirySignals]],
+        connect: Callable[[bool], tuple[str, ExpirySignals]],
         budget: SessionBudget | None = None,
     ) -> None:
         self._config = config
@@ -54,19 +56,42 @@ class ExpiryRunner:
         self.unavailable: str | None = None
         self._warned = False
         self._hung_modules = 0
+        self._restarts = 0
+        self._environment = _ChildEnvironment()
 
-    def _start_guard(self) -> Guard | None:
+    def _start_guard(self, fresh: bool = False) -> Guard | None:
         try:
-            directory, signals = self._connect()
+            directory, signals = self._connect(fresh)
             guard = Guard(ChannelClient(directory), signals.interrupt, self._settings.slow)
         except (ChannelError, OSError) as error:
             self.unavailable = str(error)
             return None
         stacks = stacks_directory(directory)
-        os.environ[stackhook.ENV_STACKS] = f"{signals.stacks}:{stacks}"
+        if getattr(self._settings, "child_stacks", "auto") == "hook":
+            self._environment.set(stackhook.ENV_STACKS, f"{signals.stacks}:{stacks}")
         stackhook.install(signals.stacks, stacks)
         self.guard = guard
         return guard
+
+    def _live_guard(self) -> Guard | None:
+        """The guard, started if need be; a new watchdog if the one it had is gone."""
+        guard = self.guard or self._start_guard()
+        if guard is None:
+            return None
+        guard.check_alive()
+        if guard.broken is None:
+            return guard
+        problem = guard.broken
+        self.close()
+        self.guard = None
+        if self._restarts >= _RESTARTS:
+            self._warn(f"{problem}; tests from here on run without deadlines")
+            self.unavailable = problem
+            return None
+        self._restarts += 1
+        self._warn(f"{problem}; a new watchdog guards the tests from here on")
+        self._warned = False  # a later loss is news again
+        return self._start_guard(fresh=True)
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(
@@ -96,8 +121,9 @@ class ExpiryRunner:
             seconds = self._budget.cap(seconds)
         if not seconds or self.unavailable is not None:
             return None, 0.0
-        guard = self.guard or self._start_guard()
-        self._warn_if_broken(guard)
+        guard = self._live_guard()
+        if guard is None and self.unavailable and not self._warned:
+            self._warn(f"{self.unavailable}; tests from here on run without deadlines")
         return guard, seconds
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -110,6 +136,32 @@ class ExpiryRunner:
             return (yield)
         finally:
             guard.release()
+
+    def _in_phase(self, phase: str) -> Generator[None, object, object]:
+        """Tell the guard which phase pytest is in while it runs it."""
+        guard = self.guard
+        if guard is None:
+            return (yield)
+        guard.enter_phase(phase)
+        try:
+            result = yield
+        except BaseException:
+            guard.phase = None
+            raise
+        guard.leave_phase()
+        return result
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_setup(self) -> Generator[None, object, object]:
+        return (yield from self._in_phase("setup"))
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_call(self) -> Generator[None, object, object]:
+        return (yield from self._in_phase("call"))
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self) -> Generator[None, object, object]:
+        return (yield from self._in_phase("teardown"))
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -177,7 +229,7 @@ class ExpiryRunner:
             # what is left of the test starts now, with a fresh deadline: an interrupt for the
             # earlier one that arrives late (the report took long) is then seen as stale
             guard.rearm(scope.seconds)
-        if call.excinfo is None or not call.excinfo.errisinstance(Expired):
+        if call.excinfo is None or not is_expiry(call.excinfo.value):
             report.outcome = "failed"
             report.longrepr = (
                 f"{scope.nodeid} expired in {call.when} after {record['elapsed']:.2f} s "
@@ -196,13 +248,15 @@ class ExpiryRunner:
         seconds = self._settings.collect
         if not seconds or not isinstance(collector, pytest.Module) or self.unavailable:
             return (yield)
-        guard = self.guard or self._start_guard()
+        guard = self._live_guard()
         if guard is None:
             return (yield)
         scope = guard.arm(collector.nodeid, seconds, answer_on_expiry=True)
+        guard.phase = "collect"
         try:
             report = yield
         finally:
+            guard.phase = None
             if scope.expired_in is None:
                 guard.release()
         if scope.expired_in is not None:
@@ -235,16 +289,13 @@ class ExpiryRunner:
             }  # fmt: skip
             report.expiry = [record]  # type: ignore[attr-defined]
 
-    def _warn_if_broken(self, guard: Guard | None) -> None:
-        problem = self.unavailable or (guard.broken if guard is not None else None)
-        if problem and not self._warned:
-            self._warned = True
-            reporter: Any = self._config.pluginmanager.get_plugin("terminalreporter")
-            if reporter is not None:
-                reporter.write_line(
-                    f"pytest-expiry: WARNING {problem}; tests from here on run without deadlines",
-                    yellow=True,
-                )
+    def _warn(self, problem: str) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        reporter: Any = self._config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"pytest-expiry: WARNING {problem}", yellow=True)
 
     def pytest_enter_pdb(self) -> None:
         if self.guard is not None:
@@ -255,8 +306,16 @@ class ExpiryRunner:
             self.guard.resume()
 
     def close(self) -> None:
+        """Give the process back as it was: the interrupt and stacks signals, the
+        environment (an in-process nested session must leave its outer one intact)."""
         if self.guard is not None:
             self.guard.close()
+            stackhook.uninstall()
+            self.guard = None
+        self._environment.restore()
+        stop = getattr(self._connect, "stop", None)
+        if stop is not None:
+            stop()
 
 
 class _FuncOnlyScopes:
@@ -311,3 +370,22 @@ def _attach(report: pytest.TestReport | pytest.CollectReport, record: dict[str, 
     _add_record(report, record)
     summary = f"expired in {record['phase']} after {record['elapsed']:.2f} s"
     getattr(report, "user_properties", []).append(("expiry", summary))
+
+
+class _ChildEnvironment:
+    """Variables the runner exports to the processes tests start, and their restoration."""
+
+    def __init__(self) -> None:
+        self._saved: dict[str, str | None] = {}
+
+    def set(self, name: str, value: str) -> None:
+        self._saved.setdefault(name, os.environ.get(name))
+        os.environ[name] = value
+
+    def restore(self) -> None:
+        for name, value in self._saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved.clear()

@@ -1,37 +1,43 @@
-"""Make this process, and every process it forks, dump its stacks on the stacks signal.
+"""Make the test process, and every process it forks, dump its stacks on the stacks signal.
 
-Each process writes to ``<directory>/<pid>``: the file's existence tells the watchdog that the
-process will answer the stacks signal (a process without the handler would die of it). The
-test process calls :func:`install`; Python processes it starts find the directory in the
-environment (``PYTEST_EXPIRY_STACKS=<signal>:<directory>``) through the ``pytest-expiry.pth``
-start-up hook and call :func:`install_from_environment`.
+Each process writes to ``<directory>/<pid>``; the watchdog sends the signal only to a process
+that catches it now and still holds that file open (a process without the handler would die
+of it, and one that closed the file may have reused its descriptor).
 
-This module is imported at start-up of every such process: it must stay small and import
-nothing heavy.
+Python processes that a test *starts* (not forks) get nothing by default: the start-up hook
+(``pytest-expiry.pth``) acts only when ``--expiry-child-stacks=hook`` exported
+``PYTEST_EXPIRY_STACKS=<signal>:<directory>``, and then imports nothing of this package, so
+that a nested pytest sees the plugin exactly as it would without us.
+
+A nested in-process session installs over the outer one and :func:`uninstall` gives the
+outer one its registration back.
 """
 
 from __future__ import annotations
 
 import faulthandler
 import os
-from typing import IO
+from typing import IO, ClassVar
 
-__all__ = ["ENV_STACKS", "install", "install_from_environment"]
+__all__ = ["ENV_STACKS", "install", "uninstall"]
 
 ENV_STACKS = "PYTEST_EXPIRY_STACKS"
 
 
 class _Hook:
-    signum = 0
-    directory = ""
+    # (signal, directory) of each session that installed, the innermost last
+    installed: ClassVar[list[tuple[int, str]]] = []
     dump: IO[str] | None = None
     at_fork_registered = False
 
 
 def _register() -> None:
+    if not _Hook.installed:
+        return
+    signum, directory = _Hook.installed[-1]
     try:
-        dump = open(os.path.join(_Hook.directory, str(os.getpid())), "w")  # noqa: SIM115
-        faulthandler.register(_Hook.signum, file=dump, all_threads=True, chain=False)
+        dump = open(os.path.join(directory, str(os.getpid())), "a")  # noqa: SIM115
+        faulthandler.register(signum, file=dump, all_threads=True, chain=False)
     except (OSError, ValueError, RuntimeError):
         return
     previous, _Hook.dump = _Hook.dump, dump  # faulthandler holds only the fd: keep the file
@@ -41,16 +47,22 @@ def _register() -> None:
 
 def install(signum: int, directory: str) -> None:
     """Dump stacks to ``directory/<pid>`` on ``signum``, in this process and its forks."""
-    _Hook.signum = signum
-    _Hook.directory = directory
+    _Hook.installed.append((signum, directory))
     _register()
     if not _Hook.at_fork_registered:
         _Hook.at_fork_registered = True
         os.register_at_fork(after_in_child=_register)
 
 
-def install_from_environment() -> None:
-    """The start-up hook: install from ``PYTEST_EXPIRY_STACKS`` if it is well formed."""
-    signum, _, directory = os.environ.get(ENV_STACKS, "").partition(":")
-    if signum.isdigit() and os.path.isdir(directory):
-        install(int(signum), directory)
+def uninstall() -> None:
+    """Undo the last :func:`install` (the outer session's registration comes back)."""
+    if not _Hook.installed:
+        return
+    signum, _ = _Hook.installed.pop()
+    if _Hook.installed:
+        _register()
+        return
+    faulthandler.unregister(signum)
+    if _Hook.dump is not None:
+        _Hook.dump.close()
+        _Hook.dump = None

@@ -2,8 +2,10 @@
 
 Processes that installed :mod:`pytest_expiry.stackhook` own a file ``<directory>/<pid>``;
 the watchdog records its size, sends the stacks signal (faulthandler answers it even while C
-code holds the GIL), and reads what was appended. Processes without such a file are not
-signalled: without the handler the signal would kill them.
+code holds the GIL), and reads what was appended. A process is signalled only if it catches
+the signal *now* (``SigCgt`` in ``/proc/<pid>/status``: exec and ``signal.signal(...,
+SIG_DFL)`` reset it, and the default action would kill it) and still holds its dump file
+open (a test that closed the descriptor may have reused its number for a file of its own).
 """
 
 from __future__ import annotations
@@ -15,14 +17,48 @@ import psutil
 
 from pytest_expiry.signals import signal_main_thread
 
-__all__ = ["collect_stacks", "main_thread_first"]
+__all__ = ["catches", "collect_stacks", "main_thread_first"]
 
 _SETTLE = 0.005
 _LIMIT = 1.0  # only a process that cannot answer (stopped, in D state) makes us wait this long
 _POLL = 0.002
 
 
-def _dump_file(directory: str, process: psutil.Process) -> str | None:
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` now. Where ``/proc`` does not
+    say (not Linux), True: the dump file is then the only evidence."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except FileNotFoundError:
+        return not os.path.isdir("/proc/self")
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def _holds_open(pid: int, path: str) -> bool:
+    """Whether ``pid`` has a descriptor open on ``path`` (True where /proc cannot tell)."""
+    fds = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(fds)
+    except FileNotFoundError:
+        return not os.path.isdir("/proc/self")
+    except OSError:
+        return False
+    real = os.path.realpath(path)
+    for name in names:
+        try:
+            if os.readlink(os.path.join(fds, name)) == real:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _dump_file(directory: str, process: psutil.Process, signum: int) -> str | None:
     path = os.path.join(directory, str(process.pid))
     try:
         written = os.stat(path).st_mtime
@@ -30,7 +66,11 @@ def _dump_file(directory: str, process: psutil.Process) -> str | None:
     except (OSError, psutil.Error):
         return None
     # a file older than the process was left by an earlier owner of the pid
-    return path if written >= started - 1.0 else None
+    if written < started - 1.0:
+        return None
+    if not catches(process.pid, signum) or not _holds_open(process.pid, path):
+        return None
+    return path
 
 
 def _size(path: str) -> int:
@@ -40,16 +80,21 @@ def _size(path: str) -> int:
         return 0
 
 
-def collect_stacks(processes: list[psutil.Process], signum: int, directory: str) -> dict[int, str]:
-    """Ask each process that can answer for its stacks; return ``pid -> dump``.
+def collect_stacks(
+    processes: list[psutil.Process], signum: int, directory: str, unwinder: str | None = None
+) -> dict[int, str]:
+    """Ask each process that can answer for its stacks; return ``pid -> dump``. Processes
+    that cannot answer are read by ``unwinder`` (py-spy), if one is given.
 
     Waits until every dump has stopped growing for a moment, at most ``_LIMIT`` seconds
     (a stopped or uninterruptible process never answers).
     """
     files: dict[int, tuple[str, int]] = {}
+    silent: list[psutil.Process] = []
     for process in processes:
-        path = _dump_file(directory, process)
+        path = _dump_file(directory, process, signum)
         if path is None:
+            silent.append(process)
             continue
         offset = _size(path)
         try:
@@ -65,6 +110,12 @@ def collect_stacks(processes: list[psutil.Process], signum: int, directory: str)
             text = dump.read().strip()
         if text:
             dumps[pid] = main_thread_first(text)
+    if unwinder is not None and silent:
+        from pytest_expiry.unwinder import unwind  # noqa: PLC0415 - only with py-spy
+
+        dumps.update(
+            {pid: main_thread_first(text) for pid, text in unwind(silent, unwinder).items()}
+        )
     return dumps
 
 

@@ -3,8 +3,9 @@
 The pytest process (the controller, under xdist) launches it once per session
 (:mod:`pytest_expiry.launcher`). It is a separate process so that nothing a test does (a C
 call holding the GIL, a swallowed exception, a frozen main thread) can stop it. It runs until
-its standard input reaches end-of-file, which happens when the session ends or when the
-process that launched it dies, however it dies.
+the session writes the stop word on its stop pipe, or until the session's process is gone,
+however it went (a pidfd tells at once where there is one). It is not a child of the session:
+the launcher detaches it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # imported at the first expiry: a watchdog that never fires starts lean
     from pytest_expiry.escalation import Escalation
 
-from pytest_expiry.channel import EVENTS_NAME, STACKS_NAME
+import psutil
+
+from pytest_expiry.channel import EVENTS_NAME, STACKS_NAME, STOP
 from pytest_expiry.inbox import ALL_SCOPES, ScopeRequest, SocketRequestQueue
 from pytest_expiry.signals import ExpirySignals, parse_signals
 from pytest_expiry.timer.api import TimerRequest, TimerServer, clock, expired_by_worker
@@ -46,6 +49,7 @@ class ExpiryServer(TimerServer):
         *,
         report_path: str | None = None,
         session_pid: int | None = None,
+        child_stacks: str = "auto",
     ) -> None:
         super().__init__(request_queue, max_interval=60.0, daemon=True)
         self._queue = request_queue
@@ -53,6 +57,7 @@ class ExpiryServer(TimerServer):
         self._grace = grace
         self._directory = directory
         self._session_pid = session_pid
+        self._child_stacks = child_stacks
         self._report_path = report_path
         self._events_path = os.path.join(directory, EVENTS_NAME)
         self._events_lock = threading.Lock()
@@ -105,8 +110,13 @@ class ExpiryServer(TimerServer):
     def _reap_worker(self, worker_id: Any) -> bool:
         from pytest_expiry.escalation import Escalation, LadderSettings  # noqa: PLC0415
 
+        unwinder = None
+        if self._child_stacks == "auto":
+            from pytest_expiry.unwinder import find_unwinder  # noqa: PLC0415
+
+            unwinder = find_unwinder()
         settings = LadderSettings(
-            self._grace, self._signals, os.path.join(self._directory, STACKS_NAME)
+            self._grace, self._signals, os.path.join(self._directory, STACKS_NAME), unwinder
         )
         for key, request in list(self._timers.items()):
             if key[0] == worker_id and request.expiration_time <= clock():
@@ -122,7 +132,12 @@ class ExpiryServer(TimerServer):
         return self._queue.send_event(pid, event)
 
     def _before_hard_kill(self, pid: int, event: dict[str, Any]) -> None:
-        """The pytest process itself is about to be killed: nobody else is left to tell."""
+        """A test process is about to be killed. Its killing is logged first, so that whoever
+        sees it die (the xdist controller) knows at once to wait for the account; and if it
+        is the session itself, nobody else is left to tell: the report is written here."""
+        with self._events_lock, open(self._events_path, "a") as events:
+            notice = {"event": "killing", "nodeid": event["nodeid"], "pid": pid}
+            events.write(json.dumps(notice) + "\n")
         if pid != self._session_pid:
             return
         from pytest_expiry.report import (  # noqa: PLC0415
@@ -147,10 +162,12 @@ class ExpiryServer(TimerServer):
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the watchdog process: ``python -m pytest_expiry.watchdog SETTINGS``,
     SETTINGS a JSON object written by :mod:`pytest_expiry.launcher` (listen_fd, wake_fd,
-    directory, grace, signals, session_pid, report). JSON rather than options: the watchdog
-    starts during the session's own start-up, and argparse alone costs it 8 ms."""
+    stop_fd, directory, grace, signals, session_pid, session_token, report). JSON rather
+    than options: the watchdog starts during the session's own start-up, and argparse alone
+    costs it 8 ms."""
     settings = json.loads((sys.argv[1:] if argv is None else argv)[0])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    session = _Session(int(settings["session_pid"]), int(settings["stop_fd"]))
     queue = SocketRequestQueue(
         socket.socket(fileno=settings["listen_fd"]), socket.socket(fileno=settings["wake_fd"])
     )
@@ -160,29 +177,81 @@ def main(argv: list[str] | None = None) -> None:
         float(settings["grace"]),
         settings["directory"],
         report_path=settings["report"],
-        session_pid=settings["session_pid"],
+        session_pid=session.pid,
+        child_stacks=settings.get("child_stacks", "auto"),
     )
     server.start()
-    _wait_for_the_session_to_end(settings["session_pid"])
+    stopped = session.wait()
     server.stop()
     for thread in threading.enumerate():  # escalations still reporting
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join()
+    if not stopped and settings.get("session_token"):
+        _end_what_the_session_left(settings["session_token"], session.started)
     import shutil  # noqa: PLC0415 - needed once, at the very end
 
     shutil.rmtree(settings["directory"], ignore_errors=True)
 
 
-def _wait_for_the_session_to_end(session: int) -> None:
-    """Until standard input closes (the session ended) or the launching process is gone.
+class _Session:
+    """The process that launched this watchdog, by identity (pid and start time)."""
 
-    The second matters when the session was killed: a process a test forked (and so the
-    pipe's write end) can outlive it, and its death then reparents this process.
-    """
-    while os.getppid() == session:  # given, not read here: it may be dead already
-        readable, _, _ = select.select([sys.stdin], [], [], _PARENT_CHECK)
-        if readable and not os.read(sys.stdin.fileno(), 4096):
-            return
+    def __init__(self, pid: int, stop_fd: int) -> None:
+        self.pid = pid
+        self._stop_fd: int | None = stop_fd
+        try:
+            self.started = psutil.Process(pid).create_time()
+        except psutil.Error:
+            self.started = 0.0
+        try:
+            self._pidfd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self._pidfd = None
+
+    def alive(self) -> bool:
+        try:
+            return bool(self.started) and psutil.Process(self.pid).create_time() == self.started
+        except psutil.Error:
+            return False
+
+    def wait(self) -> bool:
+        """Until the session says it is over (True) or its process is gone (False).
+
+        The stop pipe closing without the word is not the end: the session may have closed
+        its descriptors, or exec'd another program, and its armed scope still holds."""
+        while self.alive():
+            watched = [fd for fd in (self._stop_fd, self._pidfd) if fd is not None]
+            readable, _, _ = select.select(watched, [], [], _PARENT_CHECK)
+            if self._stop_fd is not None and self._stop_fd in readable:
+                data = os.read(self._stop_fd, 64)
+                if STOP in data:
+                    return True
+                if not data:
+                    os.close(self._stop_fd)
+                    self._stop_fd = None
+        return False
+
+
+def _end_what_the_session_left(token: str, since: float) -> None:
+    """The session died (SIGTERM from a CI runner, SIGKILL): end the processes its tests
+    started that still run, as an interrupted session (Ctrl-C) does for itself."""
+    from pytest_expiry import procs  # noqa: PLC0415 - only when a session dies
+
+    mark = b"PYTEST_EXPIRY_SESSION="
+    left = []
+    for process in psutil.process_iter():
+        try:
+            if process.create_time() < since or procs.is_protected(process.pid):
+                continue
+            with open(f"/proc/{process.pid}/environ", "rb") as environ:
+                variables = environ.read().split(b"\0")
+        except (OSError, psutil.Error):
+            continue
+        for variable in variables:
+            if variable.startswith(mark) and token.encode() in variable[len(mark) :].split(b","):
+                left.append(process)
+    if left:
+        procs.end_processes(left, grace=1.0)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_expiry._compat import mark_done_in_xdist_queue
+
 if TYPE_CHECKING:  # workers read WORKER_KEY only: they need none of the controller's side
     from pytest_expiry.controller import ExpiryController
 
@@ -36,13 +38,6 @@ def isolate_with_one_worker(config: pytest.Config) -> None:
         )
     if not getattr(config.option, "numprocesses", None):
         config.option.numprocesses = 1
-
-
-def _mark_done(sched: Any, nodeid: str) -> None:
-    """Keep loadscope/loadfile from queueing the killed test again (load never does)."""
-    for work_unit in getattr(sched, "workqueue", {}).values():
-        if nodeid in work_unit:
-            work_unit[nodeid] = True
 
 
 class XdistBridge:
@@ -67,9 +62,12 @@ class XdistBridge:
         watchdog = self._controller.watchdog
         end = time.monotonic() + _EVENT_WAIT
         while watchdog is not None and time.monotonic() < end:
-            for event in watchdog.events():
-                if event["nodeid"] == nodeid and event["hard_killed"]:
+            events = [e for e in watchdog.events() if e.get("nodeid") == nodeid]
+            for event in events:
+                if event.get("hard_killed"):
                     return event
+            if not any(e["event"] == "killing" for e in events):
+                return None  # not killed by the watchdog: a crash of its own, known at once
             time.sleep(0.02)
         return None
 
@@ -92,4 +90,4 @@ class XdistBridge:
         report.duration = record["elapsed"]
         report.expiry = [record]  # type: ignore[attr-defined]
         report.user_properties.append(("expiry", f"hard-killed after {record['elapsed']:.2f} s"))
-        _mark_done(sched, crashitem)
+        mark_done_in_xdist_queue(sched, crashitem)

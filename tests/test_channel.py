@@ -132,7 +132,7 @@ def test_rearming_the_same_scope_gives_it_its_new_deadline(watchdog, client):
 def test_a_slot_caught_mid_write_is_not_read_until_the_write_ends(watchdog, client):
     client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
     watchdog.poll()
-    slot = client._slot
+    slot = client._slot.memory if client._slot is not None else None
     assert slot is not None
     sequence = SLOT_SEQUENCE.unpack_from(slot, 0)[0]
     SLOT_SEQUENCE.pack_into(slot, 0, sequence + 1)  # odd: a write has begun
@@ -159,7 +159,7 @@ def test_a_slot_left_mid_write_is_retried_briefly_then_at_the_drain_pace(watchdo
     """A writer stopped mid-write (SIGSTOP, Ctrl-Z) must not make the watchdog spin."""
     client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
     watchdog.poll()
-    slot = client._slot
+    slot = client._slot.memory if client._slot is not None else None
     assert slot is not None
     SLOT_SEQUENCE.pack_into(slot, 0, SLOT_SEQUENCE.unpack_from(slot, 0)[0] + 1)
     for _ in range(25):

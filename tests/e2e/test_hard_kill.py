@@ -104,28 +104,37 @@ def test_expiry_isolate_without_xdist_is_a_usage_error(pytester, run_pytest):
     assert "pytest-xdist is not installed" in run.output
 
 
-def test_a_dead_watchdog_is_reported_once_and_the_session_carries_on(pytester, run_pytest):
+def test_a_dead_watchdog_is_reported_once_and_replaced_so_later_hangs_still_expire(pytester, run_pytest):
     pytester.makepyfile(
         """
-        import psutil
+        import os
+        import time
 
+        import psutil
+        import pytest
+
+        @pytest.mark.expires(30)  # listing every process can take a while on a busy machine
         def test_kills_the_watchdog():
-            for child in psutil.Process().children():
-                if "pytest_expiry.watchdog" in " ".join(child.cmdline()):
-                    child.kill()
-                    child.wait()
+            mine = f'"session_pid": {os.getpid()},'
+            for process in psutil.process_iter(["cmdline"]):
+                command = " ".join(process.info["cmdline"] or [])
+                if "pytest_expiry.watchdog" in command and mine in command:
+                    process.kill()
+                    process.wait()
 
         def test_a():
             pass
 
-        def test_b():
-            pass
+        def test_hangs_later():
+            time.sleep(30)
         """
     )
-    run = run_pytest("--expiry=5")
-    run.result.assert_outcomes(passed=3)
+    run = run_pytest("--expiry=1", "--expiry-grace=0.5")
+    run.result.assert_outcomes(passed=2, failed=1)
     assert run.output.count("the expiry watchdog went away") == 1
-    assert "tests from here on run without deadlines" in run.output
+    assert "a new watchdog guards the tests from here on" in run.output
+    failure = run.testcase("test_hangs_later").find("failure")
+    assert failure is not None and "expired" in failure.get("message", "")
     assert "INTERNALERROR" not in run.output
 
 

@@ -117,15 +117,15 @@ def session_env(tag: str, **extra: str) -> dict[str, str]:
 
 
 def watchdogs_of(pid: int) -> list[psutil.Process]:
-    try:
-        children = psutil.Process(pid).children()
-    except psutil.Error:
-        return []
+    """The watchdogs launched by session ``pid`` (they are not its children: detached)."""
     found = []
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            if WATCHDOG_MODULE in child.cmdline():
-                found.append(child)
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ValueError):
+            command = process.cmdline()
+            if WATCHDOG_MODULE in command:
+                settings = json.loads(command[command.index(WATCHDOG_MODULE) + 1])
+                if settings["session_pid"] == pid:
+                    found.append(process)
     return found
 
 
@@ -277,12 +277,12 @@ FORKS_A_CHILD = """
 
 
 def test_a_fork_of_a_test_does_not_keep_a_killed_sessions_watchdog_alive(pytester, sessions):
-    """The fork inherits the write end of the watchdog's stdin pipe, so end-of-file alone
+    """The fork inherits the write end of the watchdog's stop pipe, so end-of-file alone
     cannot tell the watchdog that its session died."""
     pytester.makepyfile(FORKS_A_CHILD)
     session = sessions.start("--expiry=60")
     watchdog = session.watchdog()
-    wait_for(lambda: len(psutil.Process(session.process.pid).children()) >= 2, 10, "the fork")
+    wait_for(lambda: len(psutil.Process(session.process.pid).children()) >= 1, 10, "the fork")
     session.process.kill()
     session.process.wait()
     try:
@@ -361,8 +361,10 @@ FREEZES_THE_WATCHDOG = """
     import psutil
 
     def watchdog():
-        [found] = [c for c in psutil.Process().children()
-                   if "pytest_expiry.watchdog" in c.cmdline()]
+        mine = f'"session_pid": {os.getpid()},'
+        [found] = [p for p in psutil.process_iter(["cmdline"])
+                   if "pytest_expiry.watchdog" in (p.info["cmdline"] or [])
+                   and mine in " ".join(p.info["cmdline"])]
         return found
 
     def test_freezes_the_watchdog():
@@ -393,7 +395,7 @@ def test_a_watchdog_frozen_then_killed_is_reported_once_and_the_session_carries_
     pytester.makepyfile(FREEZES_THE_WATCHDOG)
     run = run_pytest("--expiry=5")
     run.result.assert_outcomes(passed=6)
-    assert run.output.count("tests from here on run without deadlines") == 1
+    assert run.output.count("a new watchdog guards the tests from here on") == 1
     assert "INTERNALERROR" not in run.output
     assert run.seconds < 30
 
@@ -412,6 +414,7 @@ while True:
     time.sleep(0.05)
 """
 KILLS_THE_WATCHDOG_MID_ESCALATION = f"""
+    import os
     import subprocess
     import sys
     import time
@@ -421,8 +424,10 @@ KILLS_THE_WATCHDOG_MID_ESCALATION = f"""
     CHILD = {OBEYS_SIGTERM_BY_KILLING_THE_WATCHDOG!r}
 
     def test_hangs_while_its_child_kills_the_watchdog(tmp_path):
-        [watchdog] = [c for c in psutil.Process().children()
-                      if "pytest_expiry.watchdog" in c.cmdline()]
+        mine = f'"session_pid": {{os.getpid()}},'
+        [watchdog] = [p for p in psutil.process_iter(["cmdline"])
+                      if "pytest_expiry.watchdog" in (p.info["cmdline"] or [])
+                      and mine in " ".join(p.info["cmdline"])]
         ready = tmp_path / "ready"
         subprocess.Popen([sys.executable, "-c", CHILD, str(watchdog.pid), str(ready)])
         while not ready.exists():
@@ -644,7 +649,7 @@ def test_a_test_that_ends_after_its_deadline_while_stacks_are_gathered_still_exp
     """Holding the watchdog in its stack gathering with a stopped Python child makes
     deterministic what load does at random: the watchdog reacts late to a deadline."""
     pytester.makepyfile(OVERRUNS_WHILE_STACKS_ARE_GATHERED)
-    run = run_pytest("--expiry=2")
+    run = run_pytest("--expiry=2", "--expiry-child-stacks=hook")
     outcomes = run.result.parseoutcomes()
     assert outcomes.get("failed", 0) + outcomes.get("errors", 0) == 1, "the overrun went unnoticed"
     assert "expired" in run.output
@@ -690,7 +695,7 @@ def test_an_expiry_never_signals_a_process_from_outside_the_session(pytester, ru
     bystander = subprocess.Popen(["sleep", "60"])  # tagged: run_pytest set the tag already
     try:
         pytester.makepyfile(HANGS_WITH_CHILDREN)
-        run = run_pytest("--expiry=0.5", "--expiry-grace=0.3")
+        run = run_pytest("--expiry=0.5", "--expiry-grace=0.3", "--expiry-leaks=kill")
         run.result.assert_outcomes(failed=1, passed=1)
         assert "LEAKED" in run.output
         assert bystander.poll() is None, f"the bystander died: {bystander.returncode}"
@@ -1226,7 +1231,7 @@ CUSTOM_SIGNALS = """
     import time
 
     def test_the_plugin_handles_the_chosen_interrupt_signal():
-        handler = signal.getsignal(signal.SIGHUP)
+        handler = signal.getsignal(signal.SIGUSR1)
         assert getattr(handler, "__name__", None) == "_on_interrupt"
 
     def test_hangs_with_a_python_child():
@@ -1239,17 +1244,17 @@ CUSTOM_SIGNALS = """
 
 @pytest.mark.parametrize(
     "value",
-    ["SIGUSR2,SIGHUP", f"{int(signal.SIGUSR2)},{int(signal.SIGHUP)}"],
+    ["SIGUSR2,SIGUSR1", f"{int(signal.SIGUSR2)},{int(signal.SIGUSR1)}"],
     ids=["names", "numbers"],
 )
 def test_pytest_expiry_signals_moves_the_plugins_signals_and_expiry_still_works(
     pytester, run_pytest, monkeypatch, value
 ):
-    """Stacks on SIGUSR2 (of the test process and of its Python child), the interrupt on
-    SIGHUP."""
+    """Stacks on SIGUSR2 (of the test process and, through the start-up hook, of its Python
+    child), the interrupt on SIGUSR1."""
     monkeypatch.setenv("PYTEST_EXPIRY_SIGNALS", value)
     pytester.makepyfile(CUSTOM_SIGNALS)
-    run = run_pytest("--expiry=1", "--expiry-grace=0.5")
+    run = run_pytest("--expiry=1", "--expiry-grace=0.5", "--expiry-child-stacks=hook")
     run.result.assert_outcomes(passed=2, failed=1)
     failure = run.testcase("test_hangs_with_a_python_child").find("failure")
     assert failure is not None and "expired" in failure.get("message", "")

@@ -1,0 +1,85 @@
+"""Stacks of Python processes from outside, with an external unwinder (py-spy), for the
+processes a test started: they hold nothing of ours (no handler, no descriptor), so the
+watchdog reads their stacks the way a debugger would. Used by ``--expiry-child-stacks=auto``
+when ``py-spy`` is installed (``pip install 'pytest-expiry[native]'``); otherwise such
+processes are listed without stacks."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the test process asks only find_unwinder(), for its header
+    import psutil
+
+__all__ = ["find_unwinder", "unwind"]
+
+_LIMIT = 1.0  # a slow unwinder never delays the kill by more than this
+
+
+def find_unwinder() -> str | None:
+    """The py-spy executable: beside this interpreter (the same virtualenv), or on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    return beside if os.access(beside, os.X_OK) else shutil.which("py-spy")
+
+
+def _looks_like_python(process: psutil.Process) -> bool:
+    import psutil  # noqa: PLC0415
+
+    try:
+        name = os.path.basename(process.exe() or (process.cmdline() or [""])[0])
+    except psutil.Error:
+        return False
+    return name.startswith(("python", "pypy"))
+
+
+def unwind(processes: list[psutil.Process], unwinder: str) -> dict[int, str]:
+    """``pid -> dump`` for each Python process of ``processes`` (all at once, within
+    ``_LIMIT`` seconds in all)."""
+    running = {
+        p.pid: subprocess.Popen(
+            [unwinder, "dump", "--pid", str(p.pid)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+        for p in processes
+        if _looks_like_python(p)
+    }
+    end = time.monotonic() + _LIMIT
+    dumps: dict[int, str] = {}
+    for pid, spy in running.items():
+        try:
+            out, _ = spy.communicate(timeout=max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.communicate()
+            continue
+        text = _as_faulthandler(out.decode(errors="replace"))
+        if spy.returncode == 0 and text:
+            dumps[pid] = text
+    return dumps
+
+
+_FRAME = re.compile(r"^\s+(?P<function>.+?) \((?P<file>.+):(?P<line>\d+)\)$")
+_THREAD = re.compile(r'^Thread (?P<id>\S+) \((?P<state>[^)]*)\): "(?P<name>[^"]*)"')
+
+
+def _as_faulthandler(dump: str) -> str:
+    """py-spy's dump in faulthandler's shape, so every stack in a report reads alike: a
+    header per thread (the main thread as the current one, which reports put first), then
+    ``File "...", line N in function`` per frame, most recent first."""
+    lines: list[str] = []
+    for raw in dump.splitlines():
+        thread, frame = _THREAD.match(raw), _FRAME.match(raw)
+        if thread is not None:
+            which = "Current thread" if thread["name"] == "MainThread" else "Thread"
+            lines += ["", f"{which} {thread['id']} ({thread['state']}, most recent call first):"]
+        elif frame is not None:
+            lines.append(f'  File "{frame["file"]}", line {frame["line"]} in {frame["function"]}')
+    return "\n".join(lines).strip()

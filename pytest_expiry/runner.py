@@ -8,7 +8,6 @@ bounded deadline.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -19,8 +18,10 @@ from pytest_expiry.budget import SessionBudget
 from pytest_expiry.channel import ChannelClient, ChannelError, stacks_directory
 from pytest_expiry.errors import is_expiry
 from pytest_expiry.guard import ActiveScope, Guard
+from pytest_expiry.records import add_record, attach, report_marker_errors
 from pytest_expiry.settings import MarkerError, Settings, item_deadline
 from pytest_expiry.signals import ExpirySignals
+from pytest_expiry.stackhook import ChildEnvironment
 from pytest_expiry.timer.api import clock
 
 __all__ = ["DEADLINE", "ExpiryRunner"]
@@ -57,7 +58,7 @@ class ExpiryRunner:
         self._warned = False
         self._hung_modules = 0
         self._restarts = 0
-        self._environment = _ChildEnvironment()
+        self._environment = ChildEnvironment()
 
     def _start_guard(self, fresh: bool = False) -> Guard | None:
         try:
@@ -107,7 +108,7 @@ class ExpiryRunner:
         if errors and not hasattr(self._config, "workerinput"):
             raise pytest.UsageError("invalid expiry markers:\n  " + "\n  ".join(errors.values()))
         if errors:  # an xdist worker cannot end the run with a usage error: report per item
-            _report_marker_errors(session, errors)
+            report_marker_errors(session, errors)
             items[:] = [item for item in items if item not in errors]
         manager = self._config.pluginmanager
         if any(
@@ -201,7 +202,7 @@ class ExpiryRunner:
                 f"{clock() - scope.deadline:.3f} s after its deadline of "
                 f"{round(scope.seconds, 3):g} s (elapsed {elapsed:.2f} s)"
             )
-            _add_record(report, record)
+            add_record(report, record)
             report.user_properties.append(("expiry", f"ended after its deadline ({elapsed:.2f} s)"))
         elif self._settings.slow:
             self._note_if_slow(scope.nodeid, scope.seconds, elapsed, report)
@@ -236,7 +237,7 @@ class ExpiryRunner:
                 f"(deadline {round(scope.seconds, 3):g} s), and the test swallowed the "
                 "Expired exception"
             )
-        _attach(report, record)
+        attach(report, record)
         item.user_properties.append(report.user_properties[-1])  # JUnit reads the item's
         item.ihook.pytest_expiry_expired(item=item, event=record)
 
@@ -262,7 +263,7 @@ class ExpiryRunner:
         if scope.expired_in is not None:
             record = self._account(guard, scope, "collect")
             guard.release()
-            _attach(report, record)
+            attach(report, record)
             self._hung_modules += 1
         return report
 
@@ -336,56 +337,3 @@ class _FuncOnlyScopes:
         finally:
             if guard.scope is not None and guard.scope.expired_in is None:
                 guard.release()
-
-
-def _report_marker_errors(session: pytest.Session, errors: dict[pytest.Item, str]) -> None:
-    """A collection error for each module whose tests have invalid expiry markers."""
-    by_module: dict[str, list[str]] = {}
-    for item, message in errors.items():
-        module = item.nodeid.split("::")[0]
-        by_module.setdefault(module, []).append(message)
-    for module, messages in by_module.items():
-        longrepr = "invalid expiry markers:\n  " + "\n  ".join(messages)
-        report = pytest.CollectReport(module, "failed", longrepr, [])
-        session.ihook.pytest_collectreport(report=report)
-
-
-def _add_record(report: pytest.TestReport | pytest.CollectReport, record: dict[str, Any]) -> None:
-    """Records travel on the report as ``report.expiry``, a list (a teardown can both leak
-    and expire), so that they reach the xdist controller with it."""
-    report.expiry = [*(getattr(report, "expiry", None) or []), record]  # type: ignore[union-attr]
-
-
-def _attach(report: pytest.TestReport | pytest.CollectReport, record: dict[str, Any]) -> None:
-    """Put an expiry on a report: a section of the failure, a JUnit property, and the
-    record itself (``report.expiry``), which travels to the xdist controller."""
-    from pytest_expiry.report import describe_expiry  # noqa: PLC0415 - rare path
-
-    text = describe_expiry(record)
-    add_section = getattr(report.longrepr, "addsection", None)
-    if add_section is not None:
-        add_section("expiry", text)
-    else:
-        report.sections.append(("expiry", text))
-    _add_record(report, record)
-    summary = f"expired in {record['phase']} after {record['elapsed']:.2f} s"
-    getattr(report, "user_properties", []).append(("expiry", summary))
-
-
-class _ChildEnvironment:
-    """Variables the runner exports to the processes tests start, and their restoration."""
-
-    def __init__(self) -> None:
-        self._saved: dict[str, str | None] = {}
-
-    def set(self, name: str, value: str) -> None:
-        self._saved.setdefault(name, os.environ.get(name))
-        os.environ[name] = value
-
-    def restore(self) -> None:
-        for name, value in self._saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        self._saved.clear()

@@ -19,7 +19,7 @@ import faulthandler
 import os
 from typing import IO, ClassVar
 
-__all__ = ["ENV_STACKS", "install", "uninstall"]
+__all__ = ["ENV_STACKS", "ChildEnvironment", "install", "uninstall"]
 
 ENV_STACKS = "PYTEST_EXPIRY_STACKS"
 
@@ -66,3 +66,22 @@ def uninstall() -> None:
     if _Hook.dump is not None:
         _Hook.dump.close()
         _Hook.dump = None
+
+
+class ChildEnvironment:
+    """Variables the runner exports to the processes tests start, and their restoration."""
+
+    def __init__(self) -> None:
+        self._saved: dict[str, str | None] = {}
+
+    def set(self, name: str, value: str) -> None:
+        self._saved.setdefault(name, os.environ.get(name))
+        os.environ[name] = value
+
+    def restore(self) -> None:
+        for name, value in self._saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved.clear()

@@ -447,16 +447,17 @@ def test_a_watchdog_killed_during_an_escalation_still_fails_the_test_and_leaves_
 ):
     """The watchdog dies after it interrupted the test, while it waits for the test's child
     to obey SIGTERM: the test still fails as expired, its child is still ended (leak
-    detection), the dead watchdog is reported once and the session carries on."""
+    detection in kill mode), the dead watchdog is reported once and replaced, and the session
+    carries on."""
     pytester.makepyfile(KILLS_THE_WATCHDOG_MID_ESCALATION)
-    run = run_pytest("--expiry=2", "--expiry-grace=1")
+    run = run_pytest("--expiry=2", "--expiry-grace=1", "--expiry-leaks=kill")
     run.result.assert_outcomes(failed=1, passed=2)
     case = run.testcase("test_hangs_while_its_child_kills_the_watchdog")
     failure = case.find("failure")
     assert failure is not None and "expired" in failure.get("message", "")
     assert "the watchdog's account did not arrive" in (failure.text or "")  # it died mid-way
     assert [p.get("name") for p in case.iter("property")] == ["expiry", "expiry_leaked"]
-    assert run.output.count("tests from here on run without deadlines") == 1
+    assert run.output.count("a new watchdog guards the tests from here on") == 1
     assert "INTERNALERROR" not in run.output
 
 

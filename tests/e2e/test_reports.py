@@ -207,17 +207,17 @@ def test_the_json_report_is_written_when_nothing_expired(pytester, run_pytest, h
     assert document["expired"] == document["slow"] == 0
 
 
-@pytest.mark.parametrize(("body", "exit_code"), [("pass", 0), ("time.sleep(30)", 1)])
-def test_an_unwritable_json_report_is_reported_without_changing_the_outcome(
-    pytester, run_pytest, body, exit_code
-):
-    pytester.makepyfile(f"import time\n\ndef test_it():\n    {body}\n")
+@pytest.mark.parametrize("where", ["blocker/report.json", "/", "."])
+def test_an_unwritable_json_report_path_is_a_usage_error_at_start(pytester, run_pytest, where):
+    """Found before any test runs, not at the end of a long session."""
+    pytester.makepyfile("import time\n\ndef test_it():\n    time.sleep(30)\n")
     (pytester.path / "blocker").write_text("a regular file, not a directory\n")
-    run = run_pytest("--expiry=0.3", "--expiry-report=blocker/report.json")
-    assert run.result.ret == exit_code
-    assert "pytest-expiry: cannot write the JSON report blocker/report.json" in run.output
+    run = run_pytest("--expiry=0.3", f"--expiry-report={where}", junit=False)
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "expiry-report" in run.output and where in run.output
     assert "INTERNALERROR" not in run.output
     assert "Traceback" not in run.output
+    assert run.seconds < 10  # the hanging test never ran
 
 
 # --- under xdist ------------------------------------------------------------------------

@@ -1,11 +1,14 @@
-"""Turning options, ini values, environment variables and markers into deadlines.
+"""Turning options, ini values, environment variables and markers into settings.
 
 Precedence for a test's deadline: ``@pytest.mark.expires`` > ``@pytest.mark.timeout`` >
 ``--expiry`` > ``--timeout`` > ``PYTEST_EXPIRY`` > ``PYTEST_TIMEOUT`` > ini ``expiry`` > ini
 ``timeout``. The ``timeout`` spellings are pytest-timeout's; they count only while
 pytest-timeout is not installed and the compatibility switch is on. A value of 0 disables.
 
-Every bad value is reported by naming where it came from, what it was, and what is allowed.
+Every source obeys the same limits (:mod:`pytest_expiry.options`); a positive deadline that
+the scale takes below 1 ms is 1 ms. The JSON report's path is checked at start-up. Every bad
+value is a ``pytest.UsageError`` (exit code 4) naming where it came from, what it was, and
+what is allowed: none surfaces later, as a traceback or a deadline that cannot be met.
 """
 
 from __future__ import annotations
@@ -14,67 +17,41 @@ import argparse
 import math
 import os
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
 import pytest
 
 from pytest_expiry import leaks
+from pytest_expiry.options import (
+    CHILD_STACKS,
+    MIN_SECONDS,
+    SECONDS_HELP,
+    deadline_ok,
+    factor,
+    fraction,
+    grace,
+    report_path,
+    seconds,
+    timeout_compat_possible,
+)
 
 __all__ = [
     "MarkerError",
     "Settings",
-    "fraction",
     "item_deadline",
-    "positive",
-    "seconds",
     "timeout_compat_possible",
 ]
 
-_SECONDS_HELP = "a number of seconds >= 0 (0 disables)"
 
-
-def _number(text: str, allowed: str, accept: Any) -> float:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value) or not accept(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}")
-    return value
-
-
-def seconds(text: str) -> float:
-    """A deadline or duration: a finite number >= 0."""
-    return _number(text, _SECONDS_HELP, lambda v: v >= 0)
-
-
-def positive(text: str) -> float:
-    """A scale factor: a finite number > 0."""
-    return _number(text, "a number > 0", lambda v: v > 0)
-
-
-def fraction(text: str) -> float:
-    """The SLOW threshold: a fraction of the deadline, 0 <= f < 1 (0 disables)."""
-    return _number(
-        text,
-        "a fraction of the deadline, at least 0 and below 1 (0 disables)",
-        lambda v: 0 <= v < 1,
-    )
-
-
-def timeout_compat_possible() -> bool:
-    """pytest-timeout's spellings are ours to honour only while it is not installed."""
-    try:
-        metadata.distribution("pytest-timeout")
-    except metadata.PackageNotFoundError:
-        return True
-    return False
+def _scaled(value: float, scale: float) -> float:
+    """``value * scale``, never below :data:`MIN_SECONDS` unless ``value`` is 0 (off)."""
+    return max(value * scale, MIN_SECONDS) if value else 0.0
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The session's resolved expiry settings."""
+    """The session's resolved expiry settings; the deadlines of ``collect``, ``exit`` and
+    ``session`` are already scaled, ``default`` is not (see :func:`item_deadline`)."""
 
     default: float
     grace: float
@@ -87,51 +64,69 @@ class Settings:
     exit: float
     session: float
     leaks: str
+    """``warn`` (the default on Linux), ``kill``, ``fail`` or ``off`` (always, elsewhere)."""
+    child_stacks: str
+    """One of :data:`CHILD_STACKS` (default ``auto``)."""
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
+        """Resolve every setting; raises ``pytest.UsageError`` for any bad value."""
         compat = timeout_compat_possible() and _flag(config, "expiry_timeout_compat", True)
         default = _default_seconds(config, compat)
-        scale = _value(config, "expiry_scale", positive, 1.0)
+        scale = _value(config, "expiry_scale", factor, 1.0)
         return cls(
             default=default,
-            grace=_value(config, "expiry_grace", seconds, 2.0),
+            grace=_value(config, "expiry_grace", grace, 2.0),
             scale=scale,
             func_only=_flag(config, "expiry_func_only", False),
             slow=_value(config, "expiry_slow", fraction, 0.5),
-            report=config.getoption("expiry_report") or config.getini("expiry_report") or None,
+            report=_report(config),
             timeout_compat=compat,
-            collect=_value(config, "expiry_collect", seconds, default) * scale,
-            exit=_value(config, "expiry_exit", seconds, 10.0 if default else 0.0) * scale,
-            session=_value(config, "expiry_session", seconds, 0.0) * scale,
+            collect=_scaled(_value(config, "expiry_collect", seconds, default), scale),
+            exit=_scaled(_value(config, "expiry_exit", seconds, 10.0 if default else 0.0), scale),
+            session=_scaled(_value(config, "expiry_session", seconds, 0.0), scale),
             leaks=_leak_mode(config),
+            child_stacks=_choice(config, "expiry_child_stacks", CHILD_STACKS, "auto"),
         )
 
 
-def _checked(where: str, text: str, parse: Any) -> float:
+def _checked(where: str, text: str, parse: Any) -> Any:
     try:
-        value: float = parse(text)
+        return parse(text)
     except argparse.ArgumentTypeError as error:
         raise pytest.UsageError(f"{where}: {error}") from None
-    return value
 
 
 def _value(config: pytest.Config, name: str, parse: Any, default: float) -> float:
     option = config.getoption(name)
     if option is not None:
         return float(option)
-    ini = config.getini(name)
-    return _checked(f"ini option {name} = {ini}", ini, parse) if ini else default
+    ini = str(config.getini(name)).strip()
+    return float(_checked(f"ini option {name} = {ini}", ini, parse)) if ini else default
+
+
+def _report(config: pytest.Config) -> str | None:
+    option = config.getoption("expiry_report")  # checked by argparse (report_path)
+    if option:
+        return str(option)
+    ini = str(config.getini("expiry_report")).strip()
+    return str(_checked(f"ini option expiry_report = {ini}", ini, report_path)) or None
+
+
+def _choice(config: pytest.Config, name: str, choices: tuple[str, ...], default: str) -> str:
+    option = config.getoption(name)  # argparse has checked it against the choices
+    if option:
+        return str(option)
+    ini = str(config.getini(name)).strip()
+    if ini and ini not in choices:
+        raise pytest.UsageError(f"ini option {name} = {ini}: expected one of {', '.join(choices)}")
+    return ini or default
 
 
 def _leak_mode(config: pytest.Config) -> str:
-    mode = config.getoption("expiry_leaks") or str(config.getini("expiry_leaks")).strip()
-    if not mode:
-        return "kill" if leaks.supported() else "off"
-    if mode not in leaks.LEAK_MODES:
-        raise pytest.UsageError(
-            f"ini option expiry_leaks = {mode}: expected one of {', '.join(leaks.LEAK_MODES)}"
-        )
+    """``warn`` unless told otherwise, where leaks can be watched (Linux); else ``off``. The
+    mode given is checked even where it has no effect."""
+    mode = _choice(config, "expiry_leaks", leaks.LEAK_MODES, "warn")
     return mode if leaks.supported() else "off"
 
 
@@ -139,14 +134,13 @@ def _flag(config: pytest.Config, name: str, default: bool) -> bool:
     option = config.getoption(name)
     if option is not None:
         return bool(option)
-    ini = str(config.getini(name)).strip().lower()
-    if not ini:
-        return default
-    if ini in ("1", "true", "yes", "on"):
-        return True
-    if ini in ("0", "false", "no", "off"):
-        return False
-    raise pytest.UsageError(f"ini option {name} = {ini}: expected true or false")
+    try:
+        ini = config.getini(name)  # declared with type="bool"
+    except (ValueError, pytest.UsageError) as error:  # pytest < 9.2 raises ValueError
+        raise pytest.UsageError(
+            f"ini option {name}: {error}; expected true or false (or yes/no, on/off, 1/0)"
+        ) from None
+    return default if ini is None else bool(ini)
 
 
 def _default_seconds(config: pytest.Config, compat: bool) -> float:
@@ -187,12 +181,12 @@ def _marker_seconds(marker: pytest.Mark, keyword: str) -> tuple[float, bool | No
     if value is None:
         value = 0
     try:
-        valid = not isinstance(value, bool) and math.isfinite(value) and value >= 0
+        valid = not isinstance(value, bool) and math.isfinite(value) and deadline_ok(value)
     except (TypeError, OverflowError):  # not a number, or an int too large for a float
         valid = False
     if not valid:
         shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
-        raise MarkerError(f"@pytest.mark.{marker.name}({shown}): {keyword} must be {_SECONDS_HELP}")
+        raise MarkerError(f"@pytest.mark.{marker.name}({shown}): {keyword} must be {SECONDS_HELP}")
     if func_only is not None and not isinstance(func_only, bool):
         raise MarkerError(
             f"@pytest.mark.{marker.name}: func_only must be True or False, not {func_only!r}"
@@ -208,7 +202,7 @@ def _call_text(marker: pytest.Mark) -> str:
 def item_deadline(
     item: pytest.Item, settings: Settings, seen: dict[int, dict[str, pytest.Mark]] | None = None
 ) -> tuple[float, bool]:
-    """``(seconds, func_only)`` for ``item``, scaled; 0 seconds means no deadline.
+    """``(seconds, func_only)`` for ``item``, scaled (never below 1 ms); 0 means no deadline.
 
     ``seen`` remembers the markers of the modules and classes already looked at, for calls
     over many items. Raises MarkerError for a marker whose arguments are not a valid deadline.
@@ -220,8 +214,8 @@ def item_deadline(
         if marker is not None:
             value, func_only = _marker_seconds(marker, "seconds" if name == "expires" else name)
             chosen = settings.func_only if func_only is None else func_only
-            return value * settings.scale, chosen
-    return settings.default * settings.scale, settings.func_only
+            return _scaled(value, settings.scale), chosen
+    return _scaled(settings.default, settings.scale), settings.func_only
 
 
 def _closest_markers(

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 
 import pytest
+
+from pytest_expiry.options import MAX_SCALE, MAX_SECONDS, MIN_SECONDS
 
 HANG = 30.0
 """How long a test meant to expire sleeps: it can only end by expiring."""
@@ -388,10 +391,12 @@ def test_the_header_shows_the_settings_given_on_the_command_line(pytester, run_p
     assert "pytest-timeout" not in line
 
 
-def test_the_header_shows_the_settings_given_in_the_ini_file(pytester, run_pytest):
+@pytest.mark.parametrize(("yes", "no"), [("true", "false"), ("yes", "0")])
+def test_the_header_shows_the_settings_given_in_the_ini_file(pytester, run_pytest, yes, no):
+    """Yes/no ini values are read as pytest reads any bool: true/yes/1, false/no/0..."""
     pytester.makepyfile("def test_nothing(): pass\n")
     values = {option[2:].replace("-", "_"): value for option, (value, _) in HEADER_SETTINGS.items()}
-    ini(pytester, **values, expiry_func_only="true", expiry_timeout_compat="false")
+    ini(pytester, **values, expiry_func_only=yes, expiry_timeout_compat=no)
     line = header_line(run_pytest())
     for _, shown in HEADER_SETTINGS.values():
         assert shown in line
@@ -439,20 +444,35 @@ def test_expiry_slow_zero_turns_slow_notices_off(pytester, run_pytest):
 
 # --- bad input --------------------------------------------------------------------------
 
-SECONDS = "a number of seconds >= 0 (0 disables)"
+SECONDS = "a number of seconds (0 disables; otherwise at least 0.001 s and at most 10000000 s"
 SECONDS_ALLOWED = f"is not {SECONDS}"
+SCALE_ALLOWED = "is not a factor from 0.01 to 100"
+REPORT_ALLOWED = "give the path of a file in a writable directory"
+PAST_THE_LIMITS = ["1e-300", "0.0005", "10000001", "1e308"]
 BAD_OPTIONS = [
     *[("--expiry", value, SECONDS_ALLOWED) for value in ["abc", "-1", "nan", "inf", ""]],
-    *[("--expiry-grace", value, SECONDS_ALLOWED) for value in ["abc", "-1", "nan", "inf", ""]],
-    *[("--expiry-scale", v, "is not a number > 0") for v in ["abc", "0", "-1", "nan", "inf", ""]],
+    *[("--expiry", value, SECONDS_ALLOWED) for value in PAST_THE_LIMITS],
+    *[("--expiry-grace", value, "is not a number of seconds from 0 to 10000000")
+      for value in ["abc", "-1", "nan", "inf", "", "1e308"]],
+    *[("--expiry-scale", v, SCALE_ALLOWED) for v in ["abc", "0", "-1", "nan", "inf", ""]],
+    *[("--expiry-scale", v, SCALE_ALLOWED) for v in ["1e308", "101", "0.001"]],
     *[
         ("--expiry-slow", value, "is not a fraction of the deadline")
         for value in ["abc", "-0.1", "1.0", "2", "nan", "inf", ""]
     ],
     ("--timeout", "abc", SECONDS_ALLOWED),
+    ("--timeout", "1e-300", SECONDS_ALLOWED),
     ("--expiry-collect", "abc", SECONDS_ALLOWED),
+    ("--expiry-collect", "1e308", SECONDS_ALLOWED),
     ("--expiry-exit", "-1", SECONDS_ALLOWED),
-]
+    ("--expiry-exit", "1e308", SECONDS_ALLOWED),
+    ("--expiry-session", "1e-300", SECONDS_ALLOWED),
+    ("--expiry-report", "/", f"cannot be written: it names a directory; {REPORT_ALLOWED}"),
+    ("--expiry-report", ".", "cannot be written: it names a directory"),
+    ("--expiry-report", "blocker/r.json", "cannot be written: blocker is not a directory"),
+    ("--expiry-child-stacks", "sometimes", "invalid choice: 'sometimes' (choose from 'auto'"),
+    ("--expiry-leaks", "sometimes", "invalid choice: 'sometimes' (choose from 'kill'"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -462,20 +482,28 @@ def test_a_bad_option_value_is_a_usage_error_naming_it(
     pytester, usage_error, option, value, allowed
 ):
     pytester.makepyfile("def test_nothing(): pass\n")
+    (pytester.path / "blocker").write_text("a regular file, not a directory\n")
     output = usage_error(f"{option}={value}")
-    assert f"argument {option}: {value!r} {allowed}" in output
+    said = allowed if allowed.startswith("invalid choice") else f"{value!r} {allowed}"
+    assert f"argument {option}: {said}" in output
 
 
 BAD_INI = [
     ("expiry", "abc", SECONDS_ALLOWED),
     ("expiry", "-1", SECONDS_ALLOWED),
-    ("expiry_grace", "nan", SECONDS_ALLOWED),
-    ("expiry_scale", "0", "is not a number > 0"),
+    ("expiry", "1e-300", SECONDS_ALLOWED),
+    ("expiry_grace", "nan", "is not a number of seconds from 0 to 10000000"),
+    ("expiry_scale", "0", SCALE_ALLOWED),
+    ("expiry_scale", "1e308", SCALE_ALLOWED),
     ("expiry_slow", "1", "is not a fraction of the deadline"),
-    ("expiry_func_only", "maybe", "expected true or false"),
-    ("expiry_timeout_compat", "maybe", "expected true or false"),
+    ("expiry_exit", "1e308", SECONDS_ALLOWED),
+    ("expiry_report", "/", "cannot be written: it names a directory"),
+    ("expiry_child_stacks", "sometimes", "expected one of auto, hook, off"),
+    ("expiry_leaks", "sometimes", "expected one of kill, warn, fail, off"),
     ("timeout", "inf", SECONDS_ALLOWED),
+    ("timeout", "1e-300", SECONDS_ALLOWED),
 ]
+BAD_FLAGS = ["expiry_func_only", "expiry_timeout_compat"]
 
 
 @pytest.mark.parametrize(
@@ -489,9 +517,25 @@ def test_a_bad_ini_value_is_a_usage_error_naming_it(pytester, usage_error, name,
     assert allowed in output
 
 
+@pytest.mark.parametrize("name", BAD_FLAGS)
+def test_a_yes_no_ini_value_that_is_neither_is_a_usage_error_naming_it(pytester, usage_error, name):
+    pytester.makepyfile("def test_nothing(): pass\n")
+    ini(pytester, **{name: "maybe"})
+    output = usage_error()
+    assert f"ini option {name}: " in output
+    assert "'maybe'" in output
+    assert "expected true or false" in output
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("PYTEST_EXPIRY", "abc"), ("PYTEST_EXPIRY", "-1"), ("PYTEST_TIMEOUT", "nan")],
+    [
+        ("PYTEST_EXPIRY", "abc"),
+        ("PYTEST_EXPIRY", "-1"),
+        ("PYTEST_TIMEOUT", "nan"),
+        ("PYTEST_EXPIRY", "1e-300"),
+        ("PYTEST_TIMEOUT", "1e308"),
+    ],
 )
 def test_a_bad_environment_variable_is_a_usage_error_naming_it(
     pytester, usage_error, monkeypatch, variable, value
@@ -513,6 +557,9 @@ BAD_MARKERS = [
     ('expires(1, func_only="yes")', "'yes'", "func_only must be True or False"),
     ("expires(1, bogus=1)", "@pytest.mark.expires(1, bogus=1)", EXPECTED),
     ('timeout("abc")', "@pytest.mark.timeout('abc')", f"timeout must be {SECONDS}"),
+    ("expires(1e-300)", "@pytest.mark.expires(1e-300)", f"seconds must be {SECONDS}"),
+    ("expires(10**8)", "@pytest.mark.expires(100000000)", f"seconds must be {SECONDS}"),
+    ("timeout(1e308)", "@pytest.mark.timeout(1e+308)", f"timeout must be {SECONDS}"),
 ]
 
 
@@ -559,3 +606,135 @@ def test_a_marker_with_bad_arguments_under_xdist_is_a_clear_error(pytester, run_
     assert run.result.ret not in (pytest.ExitCode.OK, pytest.ExitCode.INTERNAL_ERROR)
     assert "test_marked: @pytest.mark.expires('10s')" in run.output
     assert "1 passed" not in run.output
+
+
+# --- the limits, at start-up and at their edges ------------------------------------------
+
+REFUSED_AT_START = {
+    "--expiry-scale=1e308": "argument --expiry-scale: '1e308' is not a factor from 0.01 to 100",
+    "--expiry=1e-300": f"argument --expiry: '1e-300' {SECONDS_ALLOWED}",
+    "--expiry-report=/": "argument --expiry-report: '/' cannot be written: it names a directory",
+}
+
+
+@pytest.mark.parametrize("argument", REFUSED_AT_START)
+def test_a_value_past_the_limits_stops_a_real_run_at_start(pytester, run_pytest, argument):
+    """Each of these was accepted and went wrong later: a traceback from the exit thread
+    (the scale), a passing test erroring with "deadline 0 s", a report that could not be
+    written, said only at the end."""
+    write_test(pytester, 0.1)
+    run = run_pytest(argument, junit=False)
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR
+    assert REFUSED_AT_START[argument] in run.output
+    assert "Traceback" not in run.output
+    assert "collected" not in run.output
+
+
+def test_signals_pytest_needs_are_refused_at_start_in_a_real_run(pytester, run_pytest, monkeypatch):
+    monkeypatch.setenv("PYTEST_EXPIRY_SIGNALS", "SIGINT,SIGTERM")
+    write_test(pytester, 0.1)
+    run = run_pytest("--expiry=1", junit=False)
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR
+    assert (
+        "environment variable PYTEST_EXPIRY_SIGNALS: 'SIGINT' is not free for pytest-expiry "
+        "(SIGINT: Ctrl-C stops pytest with it); use SIGUSR1, SIGUSR2"
+    ) in run.output
+    assert "Traceback" not in run.output
+
+
+@pytest.mark.parametrize("value", ["SIGALRM,SIGUSR1", "SIGUSR1,15", "SIGUSR2,SIGHUP", "CHLD,USR1"])
+def test_other_signals_someone_else_needs_are_refused_naming_the_variable(
+    pytester, usage_error, monkeypatch, value
+):
+    pytester.makepyfile("def test_nothing(): pass\n")
+    monkeypatch.setenv("PYTEST_EXPIRY_SIGNALS", value)
+    output = usage_error()
+    assert "environment variable PYTEST_EXPIRY_SIGNALS: " in output
+    assert "is not free for pytest-expiry" in output
+    assert "use SIGUSR1, SIGUSR2" in output
+
+
+AT_THE_LIMITS = """
+    import threading
+    import time
+
+    import pytest
+
+    @pytest.mark.expires({seconds})
+    def test_longest_marker():
+        # keeps the interpreter exiting while the exit bound waits, as a real suite may
+        threading.Thread(target=time.sleep, args=(0.5,)).start()
+
+    def test_longest_default():
+        pass
+"""
+
+
+def test_a_session_at_the_upper_limits_runs_and_exits_cleanly(pytester, run_pytest):
+    """The longest deadlines, scaled by the largest factor, are still deadlines every part
+    of the plugin can wait for: the guard, the watchdog, the session budget, the exit bound."""
+    pytester.makepyfile(AT_THE_LIMITS.format(seconds=MAX_SECONDS))
+    limits = ["", "-grace", "-exit", "-session", "-collect"]
+    run = run_pytest(
+        *[f"--expiry{name}={MAX_SECONDS}" for name in limits], f"--expiry-scale={MAX_SCALE}"
+    )
+    assert run.result.ret == pytest.ExitCode.OK, run.output
+    run.result.assert_outcomes(passed=2)
+    assert f"expiry: {MAX_SECONDS:g} s per test (scale {MAX_SCALE:g}" in run.output
+    for trouble in ("Exception in thread", "OverflowError", "Traceback"):
+        assert trouble not in run.output
+
+
+def test_a_deadline_the_scale_takes_below_1_ms_is_1_ms(pytester, run_pytest):
+    write_test(pytester, HANG, [f"@pytest.mark.expires({MIN_SECONDS})"])
+    run = run_pytest("--expiry-scale=0.01")
+    assert_expired(run)
+    assert "deadline 0.001 s" in run.output
+    assert "deadline 0 s" not in run.output
+
+
+# --- leak mode and child stacks -----------------------------------------------------------
+
+LEAKS_A_SHORT_SLEEP = """
+    import subprocess
+
+    def test_leaks():
+        subprocess.Popen(["sleep", "1"])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="leaks are watched on Linux")
+def test_by_default_a_leaked_process_is_reported_and_left_running(pytester, run_pytest):
+    """No option: ``warn``. No deadline either: leak detection needs none."""
+    pytester.makepyfile(LEAKS_A_SHORT_SLEEP)
+    run = run_pytest()
+    run.result.assert_outcomes(passed=1)
+    assert "::test_leaks left 1 processes running (left running)" in run.output
+    assert "signals: -" in run.output
+    assert "SIGTERM" not in run.output
+    # the sleep ends by itself; run_pytest then proves that nothing is left running
+
+
+def test_the_help_documents_leak_modes_child_stacks_and_yes_no_ini_values(pytester):
+    result = pytester.runpytest_inprocess(*NO_EXTRAS, "--help")
+    text = " ".join(result.stdout.str().split())
+    for shown in [
+        "--expiry-leaks=MODE processes a test leaves running after its teardown: warn (report "
+        "them and touch nothing; the default), kill (report and end them: SIGTERM, grace, "
+        "SIGKILL), fail (end them and error the test), off.",
+        "--expiry-child-stacks=MODE how the watchdog gets the stacks of the Python processes "
+        "a test started: auto (an external unwinder, py-spy, when one is available, else none; "
+        "nothing is added to the children; the default), hook (",
+        "expiry_child_stacks (string):",
+        "expiry_func_only (bool):",
+        "expiry_timeout_compat (bool):",
+        "--expiry=SECONDS deadline of every test (setup, call and teardown together); 0 "
+        "disables; otherwise 0.001 to 10000000.",
+    ]:
+        assert shown in text
+
+
+@pytest.mark.parametrize("mode", ["auto", "hook", "off"])
+def test_every_child_stacks_mode_is_accepted_by_a_real_run(pytester, run_pytest, mode):
+    write_test(pytester, HANG, ["@pytest.mark.expires(0.3)"])
+    assert_expired(run_pytest(f"--expiry-child-stacks={mode}"))

@@ -1,0 +1,257 @@
+"""Inner pytest sessions for the end-to-end tests that need more than ``run_pytest``: a wall
+clock, a process to signal, several runs compared with each other, a bound on a run that
+does not end.
+
+Every inner session (and so every process it starts) carries a fresh ``EXPIRY_TEST_TAG`` in its
+environment; :meth:`InnerSessions.close` ends whatever still carries it and says what that was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+try:
+    from tests.conftest import TAG, tagged_processes
+except ImportError:  # run by a pytest whose sys.path lacks the repository root
+    from conftest import TAG, tagged_processes  # type: ignore[no-redef,import-not-found]
+
+__all__ = [
+    "PYTEST",
+    "XDIST",
+    "Finished",
+    "InnerSessions",
+    "Started",
+    "inner_env",
+    "kill_tagged",
+    "left_running",
+    "normalized_outcome_line",
+]
+
+PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
+
+try:
+    import xdist  # noqa: F401
+
+    XDIST = True
+except ImportError:  # pragma: no cover - it is in the test extras
+    XDIST = False
+
+_INHERITED_SETTINGS = ("PYTEST_ADDOPTS", "PYTEST_TIMEOUT", "PYTEST_CURRENT_TEST")
+_INHERITED_PREFIXES = ("PYTEST_EXPIRY", "PYTEST_XDIST")  # set when this suite runs under us
+
+
+def inner_env(tag: str, **extra: str) -> dict[str, str]:
+    """This process's environment without what would reach into the inner session (our own
+    session's expiry variables, pytest options), with ``TAG=tag`` and ``extra``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in _INHERITED_SETTINGS and not key.startswith(_INHERITED_PREFIXES)
+    }
+    env[TAG] = tag
+    env.update(extra)
+    return env
+
+
+def left_running(tag: str, within: float = 3.0) -> list[str]:
+    """The processes tagged ``tag`` still alive ``within`` seconds from now, described."""
+    end = time.monotonic() + within
+    left = tagged_processes(tag)
+    while left and time.monotonic() < end:
+        time.sleep(0.05)
+        left = tagged_processes(tag)
+    described = []
+    for process in left:
+        with contextlib.suppress(psutil.Error):
+            described.append(f"{process.pid} ({process.status()}): {' '.join(process.cmdline())}")
+    return described
+
+
+def kill_tagged(tag: str) -> None:
+    """SIGKILL every process tagged ``tag`` (SIGCONT first: a stopped one is ended too)."""
+    for process in tagged_processes(tag):
+        with contextlib.suppress(psutil.Error):
+            process.send_signal(signal.SIGCONT)
+            process.kill()
+
+
+_DURATION = re.compile(r" in \d+(\.\d+)?s( \([^)]*\))?")
+
+
+def normalized_outcome_line(output: str) -> str:
+    """The last line of a pytest run (``== 3 passed, 1 failed in 1.23s ==``) without its
+    duration and padding: ``3 passed, 1 failed``."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    return _DURATION.sub("", last).strip("= ")
+
+
+@dataclass
+class Finished:
+    """An inner session that ended (or was ended after ``timeout`` seconds)."""
+
+    args: list[str]
+    returncode: int | None  # None: it did not end within its timeout and was killed
+    output: str  # stdout and stderr, interleaved as written
+    seconds: float
+    junit: ET.Element | None
+    timeout: float
+
+    @property
+    def timed_out(self) -> bool:
+        return self.returncode is None
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.output.splitlines()[-lines:])
+
+    def describe(self) -> str:
+        ended = (
+            f"did not end within {self.timeout:g} s"
+            if self.timed_out
+            else f"exit code {self.returncode} after {self.seconds:.2f} s"
+        )
+        return f"pytest {' '.join(self.args)}: {ended}; output ends with:\n{self.tail()}"
+
+    def require_ended(self) -> None:
+        if self.timed_out:
+            pytest.fail(self.describe())
+
+    def cases(self, name: str, module: str = "") -> list[ET.Element]:
+        """JUnit testcases named ``name`` (or ``name[...]`` for a parametrized one), of the
+        test module ``module`` if given."""
+        if self.junit is None:
+            pytest.fail(f"no JUnit report: {self.describe()}")
+        found = []
+        for case in self.junit.iter("testcase"):
+            case_name, classname = case.get("name") or "", case.get("classname") or ""
+            if case_name != name and not case_name.startswith(name + "["):
+                continue
+            if module and classname != module and not classname.startswith(module + "."):
+                continue
+            found.append(case)
+        if not found:
+            pytest.fail(f"no testcase {module}::{name} in the JUnit report: {self.describe()}")
+        return found
+
+    def outcome(self, name: str, module: str = "") -> str:
+        """``passed``, ``failed`` (call), ``error`` (setup/teardown) or ``skipped``; with a
+        failure and an error, ``failed``."""
+        tags = {child.tag for case in self.cases(name, module) for child in case}
+        for tag, outcome in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
+            if tag in tags:
+                return outcome
+        return "passed"
+
+    def report(self, name: str, module: str = "") -> str:
+        """Messages and texts of a testcase's failures and errors."""
+        parts = []
+        for case in self.cases(name, module):
+            for child in case:
+                if child.tag in ("failure", "error"):
+                    parts.append(f"{child.get('message', '')}\n{child.text or ''}")
+        return "\n".join(parts)
+
+    def seconds_of(self, name: str) -> float:
+        return sum(float(case.get("time", "nan")) for case in self.cases(name))
+
+
+@dataclass
+class Started:
+    """An inner session running in the background (its own session and process group)."""
+
+    args: list[str]
+    process: subprocess.Popen[bytes]
+    log: Path
+    junit_path: Path
+    started_at: float
+    timeout: float
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait(self) -> Finished:
+        """Wait for the end (at most ``timeout`` seconds from the start; then it is killed)."""
+        returncode: int | None
+        try:
+            left = max(0.0, self.timeout - (time.monotonic() - self.started_at))
+            returncode = self.process.wait(left)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            returncode = None
+        seconds = time.monotonic() - self.started_at
+        junit = None
+        if self.junit_path.exists():
+            with contextlib.suppress(ET.ParseError):
+                junit = ET.parse(self.junit_path).getroot()
+        return Finished(self.args, returncode, self.output, seconds, junit, self.timeout)
+
+
+@dataclass
+class InnerSessions:
+    """Runs inner sessions in ``cwd`` under one tag; :meth:`close` ends what they left."""
+
+    cwd: Path
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started: list[Started] = field(default_factory=list)
+
+    def write(self, name: str, source: str) -> Path:
+        path = self.cwd / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+        return path
+
+    def start(self, *args: str, timeout: float = 15.0, **env: str) -> Started:
+        """``python -m pytest ARGS`` (with a JUnit report), stdin closed, output to a log."""
+        name = uuid.uuid4().hex
+        log = self.cwd / f"session-{name}.log"
+        junit_path = self.cwd / f"junit-{name}.xml"
+        argv = [*PYTEST, f"--junitxml={junit_path}", *args]
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                argv,
+                cwd=self.cwd,
+                env=inner_env(self.tag, **env),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # as a terminal starts a foreground job
+            )
+        started = Started(list(args), process, log, junit_path, time.monotonic(), timeout)
+        self.started.append(started)
+        return started
+
+    def run(self, *args: str, timeout: float = 15.0, **env: str) -> Finished:
+        return self.start(*args, timeout=timeout, **env).wait()
+
+    def leftovers(self) -> list[str]:
+        """End the sessions still running, then return (and end) what their processes left."""
+        for started in self.started:
+            if started.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(started.process.pid, signal.SIGKILL)
+                started.process.wait()
+        left = left_running(self.tag)
+        kill_tagged(self.tag)
+        return left
+
+    def close(self) -> None:
+        left = self.leftovers()
+        if left:
+            pytest.fail("processes left running:\n" + "\n".join(left))

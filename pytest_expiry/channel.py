@@ -18,7 +18,8 @@ Everything lives in the session's directory, which only the session's user can e
   escalation waits for), is followed by a byte here, which the watchdog waits on.
 * **The heartbeat** (``heartbeat``): the watchdog writes the time of each of its wake-ups
   there (at least each ``DRAIN_INTERVAL``); a test process that sees it older than
-  ``HEARTBEAT_STALE`` knows the watchdog is dead or stopped, whatever became of its socket.
+  two drains, and that does not move when woken, knows the watchdog is dead or stopped,
+  whatever became of its socket.
 
 A test may close every descriptor it did not open (``os.closerange``) and reuse the
 numbers: the client then loses its sockets but never touches a descriptor that is no longer
@@ -38,6 +39,7 @@ import os
 import select
 import socket
 import struct
+import time
 import weakref
 from typing import Any
 
@@ -63,7 +65,7 @@ HEARTBEAT_NAME = "heartbeat"
 STOP = b"S"  # the session's word on the stop pipe: it is over
 HEARTBEAT = struct.Struct("=d")
 DRAIN_INTERVAL = 0.5
-HEARTBEAT_STALE = 3.0
+_BEAT_PATIENCE = 0.25
 URGENT_WITHIN = 4 * DRAIN_INTERVAL
 MAX_PAYLOAD = 1 << 16  # a scope id is a node id: a longer frame is not ours
 
@@ -220,16 +222,30 @@ class ChannelClient(TimerClient):
 
     def check_alive(self) -> None:
         """Raise :class:`ChannelError` if the watchdog is gone: its socket hung up, or its
-        heartbeat is older than ``HEARTBEAT_STALE`` (dead, or stopped)."""
+        heartbeat stopped (dead, or stopped by a signal). A heartbeat older than two drains
+        gets a wake byte and up to ``_BEAT_PATIENCE`` to move, so a watchdog stopped just
+        before this test is found now rather than after the test hung."""
         if self._heartbeat is None:
             return
-        beat = HEARTBEAT.unpack_from(self._heartbeat.memory, 0)[0]
-        if clock() - beat > HEARTBEAT_STALE:
-            raise ChannelError(
-                f"the expiry watchdog has not run for {clock() - beat:.1f} s (stopped or dead)"
-            )
         if self._hangup.poll(0) and self._sock.ours():
             raise ChannelError("the expiry watchdog went away (its socket was closed)")
+        beat = self._beat()
+        if clock() - beat <= 2 * DRAIN_INTERVAL:
+            return
+        self.wake()
+        end = clock() + _BEAT_PATIENCE
+        while clock() < end:
+            if self._beat() != beat:
+                return
+            time.sleep(0.005)
+        raise ChannelError(
+            f"the expiry watchdog has not run for {clock() - beat:.1f} s (stopped or dead)"
+        )
+
+    def _beat(self) -> float:
+        assert self._heartbeat is not None
+        beat: float = HEARTBEAT.unpack_from(self._heartbeat.memory, 0)[0]
+        return beat
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
         self._send(ARM, expiration_time, 0.0, 0.0, scope_id)

@@ -6,7 +6,9 @@ same here. The differences are deliberate fixes:
 * every ``expires`` call gets its own scope, so nested unnamed scopes never share a key;
 * deadlines are read on :func:`clock` (``time.monotonic``), which every process on a host
   shares and which does not jump with the wall clock;
-* a server wakes at the earliest deadline it holds instead of sleeping ``max_interval``;
+* a server wakes at the earliest deadline it holds instead of sleeping ``max_interval``; one
+  that passed while it was busy is acted on at once, a failed reap retried soon;
+* the clock a server reads is injectable, so its loop can be tested on a manual clock;
 * ``stop()`` wakes the server at once when its queue supports :meth:`RequestQueue.wake`.
 """
 
@@ -14,10 +16,11 @@ from __future__ import annotations
 
 import abc
 import itertools
+import math
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -104,10 +107,27 @@ class TimerServer(abc.ABC):
     Subclasses store timers (:meth:`register_timers`, :meth:`clear_timers`,
     :meth:`get_expired_timers`, :meth:`next_expiration`) and decide what reaping means
     (:meth:`_reap_worker`). The loop runs in a thread between :meth:`start` and :meth:`stop`.
+
+    Each pass of the loop waits for requests, registers them, reads the clock (``now``) and
+    offers every worker with a timer due at ``now`` to :meth:`_reap_worker`. The wait before
+    the next pass ends at the earliest of: ``max_interval``; the earliest expiration later
+    than the last pass's ``now`` (so a deadline that passed during that pass, or since,
+    ends the wait at once); and, after a failed reap, :attr:`reap_retry` seconds.
+
+    ``clock`` is what the server reads the time from; deadlines must be on the same clock.
     """
 
+    reap_retry: float = 0.1
+    """Seconds between attempts at reaping a worker whose reap failed (capped at
+    ``max_interval``): soon enough to keep the latency of a reap, slow enough not to spin."""
+
     def __init__(
-        self, request_queue: RequestQueue, max_interval: float = 60.0, daemon: bool = True
+        self,
+        request_queue: RequestQueue,
+        max_interval: float = 60.0,
+        daemon: bool = True,
+        *,
+        clock: Callable[[], float] = clock,
     ) -> None:
         if not max_interval > 0:
             raise ValueError(
@@ -116,6 +136,9 @@ class TimerServer(abc.ABC):
         self._request_queue = request_queue
         self._max_interval = max_interval
         self._daemon = daemon
+        self._clock = clock
+        self._handled_until = -math.inf
+        self._retry_at: float | None = None
         self._stop_signaled = False
         self._stopping = threading.Event()
         self._watchdog_thread: threading.Thread | None = None
@@ -139,10 +162,12 @@ class TimerServer(abc.ABC):
         can be cleared."""
 
     def next_expiration(self, after: float) -> float | None:
-        """The earliest expiration time later than ``after``, or None if unknown.
+        """The earliest expiration time later than ``after``, or None if there is none or
+        it is unknown (the base class: the loop then polls every ``max_interval``).
 
-        The loop sleeps until then rather than for the whole ``max_interval``.
-        """
+        ``after`` is the ``now`` of the loop's last pass, which offered every timer due by
+        then to :meth:`_reap_worker` (a failed one is retried on :attr:`reap_retry`). The
+        result may be at or before the current time: the next pass then starts at once."""
         return None
 
     def _reap_worker_no_throw(self, worker_id: Any) -> bool:
@@ -152,21 +177,35 @@ class TimerServer(abc.ABC):
             _log().exception("error reaping worker %s; its timers stay armed", worker_id)
             return False
 
+    def _wait_before_next_pass(self) -> float:
+        """Seconds until the loop must act: 0 when a timer is already due."""
+        handled = self._handled_until
+        wake_at = self.next_expiration(handled)
+        if wake_at is not None and wake_at <= handled:
+            wake_at = None  # only a failed reap is that old: retried on reap_retry
+        if self._retry_at is not None:
+            wake_at = self._retry_at if wake_at is None else min(wake_at, self._retry_at)
+        if wake_at is None:
+            return self._max_interval
+        return max(0.0, min(self._max_interval, wake_at - self._clock()))
+
     def _run_watchdog(self) -> None:
-        now = clock()
-        timeout = self._max_interval
-        upcoming = self.next_expiration(now)
-        if upcoming is not None:
-            timeout = max(0.0, min(timeout, upcoming - now))
+        """One pass: wait for requests (see the class), register them, reap what is due."""
+        timeout = self._wait_before_next_pass()
         requests = self._request_queue.get(max(1, self._request_queue.size()), timeout)
-        self.register_timers(requests)
-        now = clock()
-        reaped = {
-            worker_id
-            for worker_id in self.get_expired_timers(now)
-            if self._reap_worker_no_throw(worker_id)
-        }
+        self._handled_until = -math.inf  # a new timer may be overdue already; and if this
+        self.register_timers(requests)  # pass fails, the next must look at every timer
+        now = self._clock()
+        reaped: set[Any] = set()
+        failed = False
+        for worker_id in self.get_expired_timers(now):
+            if self._reap_worker_no_throw(worker_id):
+                reaped.add(worker_id)
+            else:
+                failed = True
         self.clear_timers(reaped)
+        self._handled_until = now
+        self._retry_at = now + min(self.reap_retry, self._max_interval) if failed else None
 
     def _watchdog_loop(self) -> None:
         while not self._stop_signaled:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import queue
+import select
+import stat
+import struct
+from collections.abc import Callable
 from multiprocessing import connection
 from typing import Any
 
@@ -40,11 +46,52 @@ class _Identity:
         return pid, self._created
 
 
+_FRAME_HEADER = struct.Struct("!i")
+"""The length prefix of a ``multiprocessing.connection.Connection`` message."""
+
+_SCOPE_KEPT = 512
+"""How many trailing characters of an over-long scope id survive its shortening."""
+
+
+def _shortened(scope_id: str) -> str:
+    """A stable stand-in for a scope id too long for one atomic pipe write: its digest (so
+    distinct scopes stay distinct) and its tail (so it still reads as the scope)."""
+    digest = hashlib.sha256(scope_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"sha256:{digest}:...{scope_id[-_SCOPE_KEPT:]}"
+
+
+def _frame(request: TimerRequest) -> bytes:
+    """``request`` as one pipe message (length prefix and pickle) of at most ``PIPE_BUF``
+    bytes, its scope id shortened (see :func:`_shortened`) if that is what it takes."""
+    payload = pickle.dumps(request, pickle.HIGHEST_PROTOCOL)
+    if _FRAME_HEADER.size + len(payload) > select.PIPE_BUF:
+        shorter = TimerRequest(
+            request.worker_id,
+            _shortened(request.scope_id),
+            request.expiration_time,
+            request.worker_started,
+        )
+        payload = pickle.dumps(shorter, pickle.HIGHEST_PROTOCOL)
+        if _FRAME_HEADER.size + len(payload) > select.PIPE_BUF:
+            raise ValueError(f"a timer request of worker {request.worker_id!r} is too large")
+    return _FRAME_HEADER.pack(len(payload)) + payload
+
+
 class LocalTimerClient(TimerClient):
     """Sends this process's requests to a :class:`LocalTimerServer` through ``mp_queue``.
 
     The worker id is the pid; the request also carries the process's create time so that the
     server can tell the worker from a later process that reuses its pid.
+
+    On a ``multiprocessing`` ``Queue`` or ``SimpleQueue`` each request is written to the
+    queue's pipe by the calling thread in a single ``os.write`` of at most ``PIPE_BUF``
+    bytes, which POSIX makes atomic: no write lock is shared with the other workers, so a
+    worker killed at any moment never cuts them off, and no feeder thread is left for
+    the worker's exit to join. The message is the one ``put()`` would send, so the server
+    reads it with ``get()``, and a ``Queue``'s item count stays right. A scope id too long
+    for that is replaced by a stable digest of it (:func:`_shortened`). ``acquire`` and
+    ``release`` block only while the pipe is full (the server has stopped reading), and
+    raise ``OSError`` if no process can read it any more. Other queues get ``put()``.
     """
 
     def __init__(self, mp_queue: Any) -> None:
@@ -53,11 +100,35 @@ class LocalTimerClient(TimerClient):
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
         pid, created = self._identity.current()
-        self._mp_queue.put(TimerRequest(pid, scope_id, expiration_time, created))
+        self._send(TimerRequest(pid, scope_id, expiration_time, created))
 
     def release(self, scope_id: str) -> None:
         pid, created = self._identity.current()
-        self._mp_queue.put(TimerRequest(pid, scope_id, -1, created))
+        self._send(TimerRequest(pid, scope_id, -1, created))
+
+    def _send(self, request: TimerRequest) -> None:
+        pipe = self._pipe()
+        if pipe is None:
+            self._mp_queue.put(request)
+            return
+        frame = _frame(request)
+        items = getattr(self._mp_queue, "_sem", None)  # a Queue counts its items, as put()
+        if items is not None:
+            items.acquire()
+        written = os.write(pipe, frame)
+        if written != len(frame):  # cannot happen on a pipe: such a write is all or nothing
+            raise OSError(f"short write of a timer request: {written} of {len(frame)} bytes")
+
+    def _pipe(self) -> int | None:
+        """The write end of the queue's pipe, or None if the queue has none (a thread
+        queue, a manager's proxy): then ``put()`` is all there is."""
+        writer = getattr(self._mp_queue, "_writer", None)
+        if not isinstance(writer, connection.Connection):
+            return None
+        if getattr(self._mp_queue, "_closed", False):
+            raise ValueError(f"queue {self._mp_queue!r} is closed")
+        fd = writer.fileno()
+        return fd if stat.S_ISFIFO(os.fstat(fd).st_mode) else None
 
 
 class MultiprocessingRequestQueue(RequestQueue):
@@ -121,11 +192,19 @@ class LocalTimerServer(TimerServer):
     """Keeps timers by ``(pid, scope_id)`` and SIGKILLs a worker whose timer expires.
 
     A worker is signalled only while its pid still names the process that armed the timer;
-    one that is already gone just has its timers dropped.
+    one that is already gone just has its timers dropped. ``clock`` is as for
+    :class:`TimerServer`.
     """
 
-    def __init__(self, mp_queue: Any, max_interval: float = 60.0, daemon: bool = True) -> None:
-        super().__init__(MultiprocessingRequestQueue(mp_queue), max_interval, daemon)
+    def __init__(
+        self,
+        mp_queue: Any,
+        max_interval: float = 60.0,
+        daemon: bool = True,
+        *,
+        clock: Callable[[], float] = clock,
+    ) -> None:
+        super().__init__(MultiprocessingRequestQueue(mp_queue), max_interval, daemon, clock=clock)
         self._timers: dict[tuple[Any, str], TimerRequest] = {}
 
     def register_timers(self, timer_requests: list[TimerRequest]) -> None:
@@ -144,6 +223,7 @@ class LocalTimerServer(TimerServer):
         return expired_by_worker(self._timers.values(), deadline)
 
     def next_expiration(self, after: float) -> float | None:
+        """The earliest deadline strictly after ``after`` (see :class:`TimerServer`)."""
         upcoming = [r.expiration_time for r in self._timers.values() if r.expiration_time > after]
         return min(upcoming, default=None)
 
@@ -151,7 +231,7 @@ class LocalTimerServer(TimerServer):
         """Kill each process that armed an expired timer under ``worker_id``, if it is still
         the same process; drop its timers. A process that has since taken the pid keeps its
         own timers (then False: not every timer of the pid is gone)."""
-        now = clock()
+        now = self._clock()
         expired = {
             r.worker_started
             for (w, _), r in self._timers.items()

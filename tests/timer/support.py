@@ -9,7 +9,8 @@ from multiprocessing import connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from pytest_expiry.timer import LocalTimerServer, TimerRequest, clock
+from pytest_expiry.timer import TimerRequest, clock
+from pytest_expiry.timer.local import LocalTimerServer
 
 START_METHODS = ("spawn", "fork", "forkserver")
 

@@ -9,7 +9,9 @@ for a ``multiprocessing.SimpleQueue``, which has no ``qsize()`` and no timeout o
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import queue
+import select
 import signal
 import threading
 from collections.abc import Callable
@@ -231,3 +233,65 @@ def test_the_client_in_the_parent_identifies_the_parent(full_queue: Any) -> None
     client.acquire("scope", 42.0)
     me = psutil.Process()
     assert full_queue.get(timeout=WAIT) == TimerRequest(me.pid, "scope", 42.0, me.create_time())
+
+
+# --- LocalTimerClient: one atomic write per request ------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["Queue", "SimpleQueue"])
+def test_the_client_needs_no_write_lock_and_no_feeder_thread(
+    new_queue: Callable[..., Any], kind: str
+) -> None:
+    """With the queue's write lock held elsewhere for good (by a worker killed while
+    holding it, say), a request still arrives at once, and nothing is left to join."""
+    mp_queue = new_queue("fork", kind)
+    assert mp_queue._wlock.acquire(timeout=WAIT)
+    try:
+        threads = set(threading.enumerate())
+        client = LocalTimerClient(mp_queue)
+        sender = threading.Thread(target=client.acquire, args=("scope", 42.0), daemon=True)
+        sender.start()
+        sender.join(WAIT)
+        assert not sender.is_alive(), "acquire() waited for the write lock"
+        received = MultiprocessingRequestQueue(mp_queue).get(10, WAIT)
+        assert [(r.scope_id, r.expiration_time) for r in received] == [("scope", 42.0)]
+        assert set(threading.enumerate()) <= threads, "a feeder thread was started"
+    finally:
+        mp_queue._wlock.release()
+
+
+def test_a_queue_fed_by_the_client_keeps_its_item_count(full_queue: Any) -> None:
+    client = LocalTimerClient(full_queue)
+    client.acquire("a", 1.0)
+    client.release("a")
+    assert full_queue.qsize() == 2
+    assert [full_queue.get(timeout=WAIT).scope_id for _ in range(2)] == ["a", "a"]
+    assert full_queue.qsize() == 0
+
+
+def test_an_over_long_scope_is_sent_under_a_stable_name_that_fits_one_atomic_write(
+    full_queue: Any,
+) -> None:
+    long_a, long_b = "x" * 9000 + "-a", "x" * 9000 + "-b"
+    client = LocalTimerClient(full_queue)
+    client.acquire(long_a, 1.0)
+    client.release(long_a)
+    client.acquire(long_b, 1.0)
+    armed_a, released_a, armed_b = (full_queue.get(timeout=WAIT) for _ in range(3))
+    assert armed_a.scope_id == released_a.scope_id != armed_b.scope_id
+    assert armed_a.scope_id.endswith("x-a") and len(armed_a.scope_id) < select.PIPE_BUF
+    assert len(pickle.dumps(armed_a, pickle.HIGHEST_PROTOCOL)) + 4 <= select.PIPE_BUF
+    assert (armed_a.expiration_time, released_a.is_release) == (1.0, True)
+
+
+def test_a_short_scope_is_sent_verbatim(full_queue: Any) -> None:
+    scope = "tests/test_x.py:12#3" * 20
+    LocalTimerClient(full_queue).acquire(scope, 1.0)
+    assert full_queue.get(timeout=WAIT).scope_id == scope
+
+
+def test_the_client_on_a_closed_queue_raises_as_put_does(new_queue: Callable[..., Any]) -> None:
+    mp_queue = new_queue("fork")
+    mp_queue.close()
+    with pytest.raises(ValueError, match="closed"):
+        LocalTimerClient(mp_queue).acquire("a", 1.0)

@@ -17,11 +17,13 @@ HANG = 30.0
 """How long a "stuck" worker sleeps: longer than any test waits, so only the timer ends it."""
 
 
-def overrun(queue: Any, after: float) -> None:
-    """Arm a scope of ``after`` seconds and never leave it."""
+def overrun(queue: Any, after: float, hang: float = HANG) -> None:
+    """Arm a scope of ``after`` seconds and stay in it for ``hang`` seconds (by default
+    longer than any test waits), then leave it and exit 0: an exit code of 0 means the
+    timer never fired."""
     configure(LocalTimerClient(queue))
     with expires(after=after):
-        time.sleep(HANG)
+        time.sleep(hang)
 
 
 def finish_then_linger(queue: Any, after: float, linger: float) -> None:

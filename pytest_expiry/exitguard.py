@@ -1,9 +1,20 @@
 """Bounding the interpreter's exit after the session.
 
-Once pytest is done, a non-daemon thread, an atexit handler or multiprocessing's join of a
-leftover child can keep the process alive forever. :func:`bound_exit` starts a daemon thread
-that, if the interpreter is still shutting down ``seconds`` later, writes every thread's stack
-to stderr, ends the processes this one started, and exits with the session's own status.
+Once pytest is done, a non-daemon thread, a ``concurrent.futures`` job, an atexit handler or
+multiprocessing's join of a leftover child can keep the process alive forever.
+:func:`bound_exit` starts a daemon thread that, if the interpreter is still shutting down
+``seconds`` later, writes every thread's stack to stderr, ends the processes this one
+started, and exits with the session's own status.
+
+What counts as shutting down (:func:`shutting_down`) is read from the main thread: it has
+stopped, or it is inside :func:`threading._shutdown`, which runs the callbacks of
+``threading._register_atexit`` (``concurrent.futures`` joins its workers there) and then
+joins the non-daemon threads; after that come the atexit handlers, with the main thread
+stopped. A main thread still running the program (``pytest.main()`` called by a program,
+pytester's in-process runs) is not exiting, and its exit is not ours to bound.
+
+Not covered: a hang after the interpreter has begun to finalize (a ``__del__`` blocking while
+modules are torn down, say), where no daemon thread runs any more.
 """
 
 from __future__ import annotations
@@ -13,15 +24,29 @@ import os
 import sys
 import threading
 import time
+from types import FrameType
 
-__all__ = ["bound_exit"]
+__all__ = ["bound_exit", "shutting_down"]
 
 
-def _shutting_down() -> bool:
-    # the main thread counts as finished once the interpreter has begun to shut down; while
-    # it still runs (pytest.main() called from a program, pytester's in-process runs) the
-    # process is not exiting, and its exit is not ours to bound
-    return not threading.main_thread().is_alive()
+def _inside(frame: FrameType | None, function: object) -> bool:
+    code = getattr(function, "__code__", None)
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def shutting_down() -> bool:
+    """True once the main thread has left the program for the interpreter's exit: it has
+    stopped, or it is in ``threading._shutdown`` (whose start sets
+    ``threading._SHUTTING_DOWN``, where the Python version has it)."""
+    main = threading.main_thread()
+    if not main.is_alive() or getattr(threading, "_SHUTTING_DOWN", False):
+        return True
+    frame = sys._current_frames().get(main.ident) if main.ident is not None else None
+    return _inside(frame, getattr(threading, "_shutdown", None))
 
 
 def _end_exit(seconds: float, status: int) -> None:
@@ -30,8 +55,8 @@ def _end_exit(seconds: float, status: int) -> None:
         os._exit(status)
     out.write(
         f"\npytest-expiry: the session ended {seconds:g} s ago but the interpreter has not "
-        f"exited (a non-daemon thread, an atexit handler or a child process being joined). "
-        f"What blocks it:\n"
+        "exited (a non-daemon thread, a concurrent.futures job, an atexit handler or a "
+        "child process being joined). What blocks it:\n"
     )
     out.flush()
     faulthandler.dump_traceback(file=out, all_threads=True)
@@ -49,10 +74,13 @@ def _end_exit(seconds: float, status: int) -> None:
 
 def _watch(seconds: float, status: int) -> None:
     time.sleep(seconds)
-    if _shutting_down():
+    if shutting_down():
         _end_exit(seconds, status)
 
 
 def bound_exit(seconds: float, status: int) -> None:
-    """If the process has not exited ``seconds`` from now, report why and exit(status)."""
+    """If ``seconds`` from now the process has not exited and is shutting down (see
+    :func:`shutting_down`), report what blocks it and exit with ``status``; if it is still
+    running the program then, do nothing. Returns at once: the check runs in a daemon
+    thread, which never keeps the process alive."""
     threading.Thread(target=_watch, args=(seconds, status), name="expiry-exit", daemon=True).start()

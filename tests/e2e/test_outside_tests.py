@@ -1,4 +1,7 @@
-"""Hangs outside a test's own phases: importing a test module, and the interpreter's exit."""
+"""Hangs outside a test's own phases: importing a test module, and the session budget.
+
+The interpreter's exit (``--expiry-exit``) is in ``test_exit``.
+"""
 
 from __future__ import annotations
 
@@ -49,36 +52,6 @@ def test_an_ordinary_import_error_still_stops_the_run_as_pytest_does(pytester, r
     run = run_pytest("--expiry=0.5")
     assert run.result.ret == pytest.ExitCode.INTERRUPTED
     assert "2 errors during collection" in run.output
-
-
-STUCK_AT_EXIT = """
-    import threading
-    import time
-
-    def test_leaves_a_non_daemon_thread_behind():
-        threading.Thread(target=time.sleep, args=(3600,), name="stuck").start()
-
-    def test_fails():
-        assert False
-"""
-
-
-def test_an_interpreter_that_cannot_exit_reports_why_and_exits_with_the_session_status(
-    pytester, run_pytest
-):
-    pytester.makepyfile(STUCK_AT_EXIT)
-    run = run_pytest("--expiry=5", "--expiry-exit=0.5")
-    assert run.result.ret == pytest.ExitCode.TESTS_FAILED
-    assert "the interpreter has not exited" in run.output
-    assert "in _shutdown" in run.output  # the main thread's stack: waiting for the thread
-    assert run.seconds < 20
-
-
-def test_exit_is_not_bounded_when_disabled_and_a_clean_exit_is_untouched(pytester, run_pytest):
-    pytester.makepyfile("def test_ok(): pass")
-    run = run_pytest("--expiry=5", "--expiry-exit=0.3")
-    assert run.result.ret == pytest.ExitCode.OK
-    assert "has not exited" not in run.output
 
 
 STEPS = """

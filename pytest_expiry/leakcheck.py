@@ -1,6 +1,8 @@
 """The pytest hooks of leak detection (``--expiry-leaks``), which stand on their own: they need
-no deadline and no watchdog. After each test's teardown, the processes it left running are
-reported (and, in ``kill``/``fail`` modes, ended); see :mod:`pytest_expiry.leaks`."""
+no deadline and no watchdog. The session's tag (:mod:`pytest_expiry.lineage`) is added to the
+environment when the plugin is made and taken back, exactly, when it is closed; after each
+test's teardown, the processes it left running are reported (and, in ``kill``/``fail`` modes,
+ended); see :mod:`pytest_expiry.leaks`."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pytest_expiry import lineage
 from pytest_expiry.leaks import LeakWatch
 from pytest_expiry.settings import Settings
 
@@ -16,17 +19,24 @@ __all__ = ["LeakCheck"]
 
 
 class LeakCheck:
-    """Registered in the process that runs tests when leak detection is on."""
+    """Registered in the process that runs tests when leak detection is on (from
+    ``pytest_configure``); :meth:`close` must be called at ``pytest_unconfigure``."""
 
     def __init__(self, settings: Settings) -> None:
-        self.leaks = LeakWatch(settings.leaks, settings.grace)
+        self.token = lineage.new_token()
+        lineage.join(self.token)
+        self.leaks = LeakWatch(settings.leaks, settings.grace, self.token)
+
+    def pytest_runtest_logstart(self) -> None:
+        self.leaks.begin()
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        changed = self.leaks.end_phase(call.when)
         report = yield
-        if call.when == "teardown" and self.leaks.changed():
+        if changed and call.when == "teardown":
             self._check(item, report)
         return report
 
@@ -51,11 +61,20 @@ class LeakCheck:
         not to the test during whose setup it happened."""
         if fixturedef.scope == "function":
             return (yield)
-        before = self.leaks.children()
+        before = self.leaks.mark()
         try:
             return (yield)
         finally:
-            self.leaks.owned_by_fixture(self.leaks.children() - before)
+            self.leaks.owned_by_fixture(before, self.leaks.mark())
+
+    def pytest_keyboard_interrupt(self) -> None:
+        self._interrupted = True
 
     def close(self) -> None:
-        self.leaks.end_session()
+        """End the session's leftovers (``kill``/``fail`` modes, or after Ctrl-C), put the
+        environment back."""
+        try:
+            self.leaks.end_session(getattr(self, "_interrupted", False))
+        finally:
+            self.leaks.close()
+            lineage.leave(self.token)

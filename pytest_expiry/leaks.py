@@ -1,23 +1,36 @@
 """Processes a test leaves running after its teardown (``--expiry-leaks``).
 
-The rule: after a test's teardown, a child of the test process that was not there before the
-test is LEAKED, with every process below it; except multiprocessing's shared helpers (the
-resource tracker and fork server) and processes started while a fixture of wider scope than
-``function`` was being set up (they belong to that fixture, which outlives the test).
-Processes that existed before the test are never touched.
+The rule: a process is LEAKED by a test when it is alive after the test's teardown, was
+created during the test (between its start and the end of its teardown), and is either a
+child of the test process or an escapee that carries the session's tag
+(:mod:`pytest_expiry.lineage`) and whose parent does not: a daemon reparented to init, say.
+Everything below it that the test created goes with it. Never a test's: what was created
+outside any test (at import, during collection, before the first test or between tests),
+while a fixture of wider scope than ``function`` was set up (it belongs to that fixture),
+by a process the test did not create (a cached pool, a server's worker: they belong to
+it), and multiprocessing's helpers, our watchdog and execnet gateways (xdist workers).
 
-On Linux the test process is made a child subreaper (``PR_SET_CHILD_SUBREAPER``), so a
-process that escaped by a double fork, or by ``setsid`` and a fork, is reparented to it and
-is found too. Reading the children costs one small ``/proc`` read per test. Elsewhere leak
-detection is off.
+Nothing is adopted (no child subreaper) and nothing is reaped (no ``waitpid``: a process's
+owner must see its real exit status). ``warn`` only reports; ``kill`` and ``fail`` end what
+leaked (SIGTERM, grace, SIGKILL), and at the end of the session whatever the session started
+that still runs.
+
+Finding them is cheap because pids are handed out in order: the last pid allocated is read at
+the test's start and at the end of each phase, and only pids allocated in between are looked
+at (one ``/proc/<pid>/status`` each, and the environment of those that may have escaped; on
+a wrap-around or a huge range, ``/proc`` is listed once). A test that starts no process or
+thread (and runs while nothing else on the host starts any) pays one ``pread`` and one
+``fcntl`` per phase and one at its start. Linux only; elsewhere leak detection is off.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+from pytest_expiry import lineage
 
 if TYPE_CHECKING:  # psutil is imported when a test leaves a process, not before
     import psutil
@@ -25,68 +38,71 @@ if TYPE_CHECKING:  # psutil is imported when a test leaves a process, not before
 __all__ = ["LEAK_MODES", "LeakWatch", "supported"]
 
 LEAK_MODES = ("kill", "warn", "fail", "off")
-_PR_SET_CHILD_SUBREAPER = 36
+PHASES = ("setup", "call", "teardown")
 
 
 def supported() -> bool:
-    return sys.platform.startswith("linux") and os.path.exists(
-        f"/proc/self/task/{os.getpid()}/children"
-    )
-
-
-def _become_subreaper() -> None:
-    import ctypes  # noqa: PLC0415 - only where leaks are watched
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    return sys.platform.startswith("linux") and lineage.pid_source() is not None
 
 
 class LeakWatch:
-    """Finds, reports and (in ``kill`` and ``fail`` modes) ends what each test leaves."""
+    """Finds, reports and (in ``kill`` and ``fail`` modes) ends what each test leaves.
 
-    def __init__(self, mode: str, grace: float) -> None:
+    Per test: :meth:`begin`, :meth:`end_phase` for each phase (True when anything was
+    allocated since :meth:`begin`), then :meth:`check` after the teardown. ``token`` is the
+    session's tag, which the caller has joined (:func:`lineage.join`)."""
+
+    def __init__(self, mode: str, grace: float, token: str) -> None:
         self.mode = mode
         self._grace = grace
+        self._token = token
         self._pid = os.getpid()
-        self._fd = os.open(f"/proc/self/task/{self._pid}/children", os.O_RDONLY)
-        self._owned_by_fixtures: set[int] = set()
-        _become_subreaper()
-        self._checked = b""  # the children list as the last check saw it
-        self._known = self._checkpoint()
-        self._before_session = set(self._known)
+        self._last = lineage.LastPid()
+        self._session_ticks = lineage.boot_ticks()
+        self._before_session = _children_now()
+        self._start = self._last.read()
+        self._marks: dict[str, int] = {}
+        self._owned: list[tuple[int, int]] = []
+        self.mark = self._last.read  # the last pid allocated so far
 
-    def _list(self) -> bytes:
-        if os.getpid() != self._pid:  # a forked copy of the test process: not ours to check
-            return b""
-        return os.pread(self._fd, 65536, 0)
+    def begin(self) -> None:
+        """A test starts: what is created from now on may be its leak."""
+        self._start = self.mark()
+        self._marks.clear()
+        if self._owned:
+            self._owned = []
 
-    def children(self) -> set[int]:
-        """The pids of this process's children (of its main thread, where orphans land)."""
-        return _pids(self._list())
+    def end_phase(self, phase: str) -> bool:
+        """``phase`` of the test ended: whether any pid was allocated since :meth:`begin`."""
+        mark = self._marks[phase] = self.mark()
+        return mark != self._start
 
-    def _checkpoint(self) -> set[int]:
-        self._checked = self._list()
-        return _pids(self._checked)
-
-    def changed(self) -> bool:
-        """Whether the children may differ from those the last check saw (the per-test fast
-        path: one read, compared as it is)."""
-        return self._list() != self._checked
-
-    def owned_by_fixture(self, pids: set[int]) -> None:
-        """Processes a wider-scoped fixture started: not the current test's leak."""
-        self._owned_by_fixtures |= pids
+    def owned_by_fixture(self, before: int, after: int) -> None:
+        """Pids allocated between the marks ``before`` and ``after``, while a wider-scoped
+        fixture was set up, belong to that fixture."""
+        if after != before:
+            self._owned.append((before, after))
 
     def check(self, nodeid: str) -> dict[str, Any] | None:
-        """After ``nodeid``'s teardown: the record of what it leaked, if anything."""
-        now = self._checkpoint()
-        new = now - self._known - self._owned_by_fixtures
-        if not new:
-            self._known = now
+        """After ``nodeid``'s teardown: the record of what it leaked, if anything (and, in
+        ``kill``/``fail`` mode, those processes are ended by then)."""
+        start = self._start
+        end = self._marks.get("teardown", start)
+        self._start = end  # a test whose start is not seen starts where this one ended
+        if end == start or os.getpid() != self._pid:  # a forked copy: not ours to check
             return None
-        leaked = _leaked_processes(new)
+        found = {}
+        for pid in lineage.window(start, end):
+            parent = lineage.live_parent(pid)
+            if parent is not None and not self._owned_pid(pid, start):
+                found[pid] = parent
+        leaked, described = [], []
+        for process, pid in self._leaked(found):
+            description = _describe(process, self._phase_of(pid, start))
+            if description is not None:
+                leaked.append(process)
+                described.append(description)
         if not leaked:
-            self._known = now
             return None
         record = {
             "event": "leaked",
@@ -94,7 +110,7 @@ class LeakWatch:
             "phase": "teardown",
             "action": self.mode,
             "pids": [p.pid for p in leaked],
-            "processes": [_describe(p) for p in leaked],
+            "processes": described,
             "signals": {},
         }
         if self.mode in ("kill", "fail"):
@@ -102,53 +118,106 @@ class LeakWatch:
 
             ending = procs.end_processes(leaked, self._grace)
             record["signals"] = {str(pid): names for pid, names in ending.signals.items()}
-            _reap(leaked)
-        self._known = self._checkpoint()
         return record
 
-    def end_session(self) -> list[int]:
-        """At the end of the session (an interrupted one too, whose last test never reached
-        its leak check): end every process the session started that still runs."""
-        leaked = _leaked_processes(self.children() - self._before_session)
+    def _owned_pid(self, pid: int, start: int) -> bool:
+        at = lineage.position(pid, start)
+        return any(
+            lineage.position(lo, start) < at <= lineage.position(hi, start)
+            for lo, hi in self._owned
+        )
+
+    def _phase_of(self, pid: int, start: int) -> str:
+        at = lineage.position(pid, start)
+        for phase in PHASES:
+            mark = self._marks.get(phase)
+            if mark is not None and at <= lineage.position(mark, start):
+                return phase
+        return "teardown"
+
+    def _leaked(self, found: dict[int, int]) -> Iterator[tuple[psutil.Process, int]]:
+        """The processes in ``found`` (pid -> parent, all created in the window) that were
+        leaked, parents before children: each root the rule charges, with its subtree."""
+        from pytest_expiry import procs  # noqa: PLC0415
+
+        below: dict[int, list[int]] = {}
+        for pid, parent in found.items():
+            below.setdefault(parent, []).append(pid)
+        pending = self._roots(found, below)[::-1]
+        while pending:
+            pid = pending.pop()
+            process = procs.identify(pid)
+            infrastructure = process is not None and procs.never_leaked(process)
+            if infrastructure and not lineage.is_fork_of_this_process(pid):
+                continue  # nor what is below it (a fork of an xdist worker has its cmdline)
+            if process is not None:
+                yield process, pid
+            # a process that exited since the scan leaves its children to the test
+            pending.extend(sorted(below.get(pid, []), reverse=True))
+
+    def _roots(self, found: dict[int, int], below: dict[int, list[int]]) -> list[int]:
+        """The roots of the window the rule charges to the test: those whose parent is the
+        test process, or that carry the tag while their parent does not (an orphan,
+        reparented to a reaper). A root that exited since the scan hands its part to its
+        children, which have been reparented by then."""
+        charged = []
+        queue = [(pid, parent) for pid, parent in sorted(found.items()) if parent not in found]
+        while queue:
+            pid, parent = queue.pop(0)
+            if parent == self._pid:
+                charged.append(pid)
+            elif lineage.tokens(pid) is None:  # gone (or not ours to read)
+                for child in below.get(pid, []):
+                    queue.append((child, lineage.live_parent(child) or 0))
+            elif lineage.carries(pid, self._token) and not lineage.carries(parent, self._token):
+                charged.append(pid)
+        return charged
+
+    def end_session(self, interrupted: bool = False) -> list[int]:
+        """At the end of the session, in ``kill`` and ``fail`` modes (and in every mode when
+        the session was interrupted, as Ctrl-C ends a terminal's foreground job): end every
+        process the session started that still runs, as :meth:`check` would find it.
+        Returns their pids."""
+        if (self.mode not in ("kill", "fail") and not interrupted) or os.getpid() != self._pid:
+            return []
+        found = {}
+        for pid in lineage.listed():  # by start time: pids may have wrapped around since
+            parent = lineage.started_after(pid, self._session_ticks)
+            if parent is not None and pid not in self._before_session:
+                found[pid] = parent
+        found = {
+            pid: parent
+            for pid, parent in found.items()
+            if parent == self._pid or lineage.carries(pid, self._token)
+        }
+        leaked = [process for process, _ in self._leaked(found)]
         if not leaked:
             return []
         from pytest_expiry import procs  # noqa: PLC0415
 
         procs.end_processes(leaked, self._grace)
-        _reap(leaked)
         return [p.pid for p in leaked]
 
+    def close(self) -> None:
+        self._last.close()
 
-def _pids(listing: bytes) -> set[int]:
+
+def _children_now() -> set[int]:
+    listing = lineage.read_proc(f"/proc/self/task/{os.getpid()}/children") or b""
     return {int(pid) for pid in listing.split()}
 
 
-def _leaked_processes(pids: set[int]) -> list[psutil.Process]:
-    leaked: list[psutil.Process] = []
-    if not pids:
-        return leaked
-    from pytest_expiry import procs  # noqa: PLC0415
-
-    for pid in sorted(pids):
-        process = procs.identify(pid)
-        if process is None or procs.gone(process) or procs.is_shared_helper(process):
-            continue
-        leaked.append(process)
-        leaked.extend(procs.tree_of(process))
-    return leaked
-
-
-def _describe(process: psutil.Process) -> dict[str, Any]:
+def _describe(process: psutil.Process, phase: str) -> dict[str, Any] | None:
+    """What a leak report says of ``process``: its pid, parent, command line and the phase
+    of the test in which it appeared. None if it exited meanwhile (it is not reported)."""
     import psutil  # noqa: PLC0415
 
+    from pytest_expiry import procs  # noqa: PLC0415
+
     try:
-        return {"pid": process.pid, "cmdline": process.cmdline()}
+        with process.oneshot():
+            described = {"pid": process.pid, "ppid": process.ppid(), "phase": phase}
+            described["cmdline"] = process.cmdline()
     except psutil.Error:
-        return {"pid": process.pid, "cmdline": []}
-
-
-def _reap(processes: list[psutil.Process]) -> None:
-    """Collect the exit status of leaked children of ours: nobody else will any more."""
-    for process in processes:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(process.pid, os.WNOHANG)
+        return None
+    return None if procs.gone(process) else described

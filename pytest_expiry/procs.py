@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 
 import psutil
 
-__all__ = ["Ending", "end_processes", "gone", "identify", "is_protected", "tree_of"]
+__all__ = [
+    "Ending",
+    "end_processes",
+    "gone",
+    "identify",
+    "is_protected",
+    "never_leaked",
+    "tree_of",
+]
 
 _POLL_FIRST = 0.002
 _POLL_MAX = 0.02
@@ -62,6 +70,26 @@ def is_shared_helper(process: psutil.Process) -> bool:
     except psutil.Error:
         return False
     return any(helper in command for helper in _SHARED_HELPERS)
+
+
+# Never a test's leak: the plugin's own watchdog (its controller stops it), and the gateways of
+# pytest-xdist/execnet (a worker still shutting down when the test that ran it ended).
+_INFRASTRUCTURE = (
+    *_SHARED_HELPERS,
+    "-m pytest_expiry.watchdog",
+    "import sys;exec(eval(sys.stdin.readline()))",
+)
+
+
+def never_leaked(process: psutil.Process) -> bool:
+    """Processes leak detection never reports or ends: multiprocessing's shared helpers, our
+    watchdog, and execnet gateways (xdist workers). False when the command line cannot be
+    read (the caller decides what a process that cannot be described is)."""
+    try:
+        command = " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+    return any(marker in command for marker in _INFRASTRUCTURE)
 
 
 def tree_of(process: psutil.Process) -> list[psutil.Process]:

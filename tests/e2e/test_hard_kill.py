@@ -104,7 +104,9 @@ def test_expiry_isolate_without_xdist_is_a_usage_error(pytester, run_pytest):
     assert "pytest-xdist is not installed" in run.output
 
 
-def test_a_dead_watchdog_is_reported_once_and_replaced_so_later_hangs_still_expire(pytester, run_pytest):
+def test_a_dead_watchdog_is_reported_once_and_replaced_so_later_hangs_still_expire(
+    pytester, run_pytest
+):
     pytester.makepyfile(
         """
         import os

@@ -1,24 +1,77 @@
 """Processes a test leaves running after its teardown are LEAKED (``--expiry-leaks``).
 
-The rule: a child of the test process that appeared during the test and is still alive after
-its teardown, with everything below it; escapees (double fork, setsid) count because the
-test process is a child subreaper. Processes a wider-scoped fixture started, and processes
-that existed before the test, are never touched.
+The rule: alive after the teardown, created during the test, and a child of the test process
+or an escapee that carries the session's tag (``PYTEST_EXPIRY_SESSION``) while its parent
+does not. ``warn`` reports and touches nothing: a suite behaves exactly as it does without the
+plugin (``DIFFERENTIAL`` runs with ``-p no:expiry`` and with the plugin and compares what its
+tests observe). ``kill`` and ``fail`` end what leaked. Every test here ends what its inner
+runs left, and ``run_pytest`` then proves that nothing remains.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 
+import psutil
 import pytest
+
+try:
+    from tests.conftest import TAG, tagged_processes
+except ImportError:  # run by a pytest whose sys.path lacks the repository root
+    from conftest import TAG, tagged_processes  # type: ignore[no-redef,import-not-found]
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
-LEAKY = """
-    import subprocess
-    import sys
+WARN = "--expiry-leaks=warn"  # the default; spelled out until the option's default says so
+KILL = "--expiry-leaks=kill"
 
+
+def end_leftovers() -> list[str]:
+    """Kill what the inner runs left running; return their command lines."""
+    left = []
+    for process in tagged_processes(os.environ[TAG]):
+        with contextlib.suppress(psutil.Error):
+            left.append(" ".join(process.cmdline()))
+            process.kill()
+    return left
+
+
+def leaked(report: object) -> list[dict[str, object]]:
+    events = json.loads(report.read_text())["events"]  # type: ignore[attr-defined]
+    return [e for e in events if e["event"] == "leaked"]
+
+
+DAEMON = """
+    import os, sys, time
+
+    def daemon(seconds, report=None):
+        '''Double fork and setsid without exec; the daemon writes the parent it ends up with.'''
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.setsid()
+            middle = os.getpid()
+            if os.fork() == 0:
+                end = time.monotonic() + 5
+                while os.getppid() == middle and time.monotonic() < end:
+                    time.sleep(0.005)
+                os.write(w, str(os.getppid()).encode())
+                time.sleep(seconds)
+            os._exit(0)
+        os.close(w)
+        os.waitpid(pid, 0)
+        parent = int(os.read(r, 64) or 0)
+        os.close(r)
+        return parent
+"""
+
+LEAKY = (
+    DAEMON
+    + """
+    import subprocess
     import pytest
 
     @pytest.fixture(scope="module")
@@ -32,10 +85,13 @@ LEAKY = """
         assert server.poll() is None
 
     def test_leaks_a_child():
-        subprocess.Popen(["sleep", "{seconds}"])
+        subprocess.Popen(["sleep", "61"])
 
     def test_leaks_an_escapee_by_setsid_and_double_fork():
-        subprocess.run(["sh", "-c", "(setsid sleep {seconds} &); exit 0"], check=True)
+        subprocess.run(["sh", "-c", "(setsid sleep 62 &); exit 0"], check=True)
+
+    def test_leaks_a_python_daemon():
+        assert daemon(63) != os.getpid()
 
     def test_cleans_up_after_itself():
         subprocess.run(["true"], check=True)
@@ -43,46 +99,65 @@ LEAKY = """
     def test_finds_the_module_server_still_running(server):
         assert server.poll() is None
 """
-LEAKERS = ("test_leaks_a_child", "test_leaks_an_escapee_by_setsid_and_double_fork")
+)
+LEAKERS = (
+    "test_leaks_a_child",
+    "test_leaks_an_escapee_by_setsid_and_double_fork",
+    "test_leaks_a_python_daemon",
+)
 
 
 @pytest.mark.parametrize("mode", [[], ["-n", "2"]], ids=["plain", "xdist"])
-def test_leaked_processes_are_reported_and_ended_by_default(pytester, run_pytest, mode):
-    pytester.makepyfile(LEAKY.replace("{seconds}", "60"))
+def test_in_kill_mode_leaked_processes_are_reported_and_ended(pytester, run_pytest, mode):
+    pytester.makepyfile(LEAKY)
     report = pytester.path / "expiry.json"
-    run = run_pytest("--expiry=10", f"--expiry-report={report}", *mode)
-    run.result.assert_outcomes(passed=5)  # the fixture's process was never touched
-    assert run.output.count("LEAKED ") == 2
+    run = run_pytest("--expiry=10", KILL, f"--expiry-report={report}", *mode)
+    run.result.assert_outcomes(passed=6)  # the fixture's process was never touched
     for name in LEAKERS:
         assert f".py::{name} left 1 processes running (ended)" in run.output
         properties = {p.get("name"): p.get("value") for p in run.testcase(name).iter("property")}
         assert "expiry_leaked" in properties
-    leaked = [e for e in json.loads(report.read_text())["events"] if e["event"] == "leaked"]
-    assert sorted(e["nodeid"].split("::")[1] for e in leaked) == sorted(LEAKERS)
-    assert all("SIGTERM" in names for e in leaked for names in e["signals"].values())
-    # run_pytest then proves that nothing is left running, escapee included
+    records = leaked(report)
+    assert sorted(r["nodeid"].split("::")[1] for r in records) == sorted(LEAKERS)
+    assert all("SIGTERM" in names for r in records for names in r["signals"].values())
+    assert all(p["phase"] == "call" for r in records for p in r["processes"])
+    assert end_leftovers() == []  # the escapees too
 
 
 def test_in_fail_mode_a_leaking_test_errors_in_teardown(pytester, run_pytest):
-    pytester.makepyfile(LEAKY.replace("{seconds}", "60"))
+    pytester.makepyfile(LEAKY)
     run = run_pytest("--expiry=10", "--expiry-leaks=fail")
-    run.result.assert_outcomes(passed=5, errors=2)
+    run.result.assert_outcomes(passed=6, errors=3)
     for name in LEAKERS:
         assert run.testcase(name).find("error") is not None
+    assert end_leftovers() == []
 
 
-def test_in_warn_mode_leaks_are_reported_and_left_alone(pytester, run_pytest):
-    pytester.makepyfile(LEAKY.replace("{seconds}", "2"))  # they end by themselves
-    run = run_pytest("--expiry=10", "--expiry-leaks=warn")
-    run.result.assert_outcomes(passed=5)
-    assert run.output.count("left 1 processes running (left running)") == 2
+@pytest.mark.parametrize("deadline", [["--expiry=10"], []], ids=["deadline", "no-deadline"])
+def test_in_warn_mode_leaks_are_reported_and_left_alone(pytester, run_pytest, deadline):
+    """Leak detection needs no deadline (#11 case 9); a double-forked escapee is found
+    without being adopted, and nothing is signalled."""
+    pytester.makepyfile(LEAKY)
+    report = pytester.path / "expiry.json"
+    run = run_pytest(*deadline, WARN, f"--expiry-report={report}")
+    run.result.assert_outcomes(passed=6)
+    assert run.output.count("left 1 processes running (left running)") == 3
+    records = {r["nodeid"].split("::")[1]: r for r in leaked(report)}
+    assert sorted(records) == sorted(LEAKERS) and not any(r["signals"] for r in records.values())
+    daemon = records["test_leaks_a_python_daemon"]["processes"][0]
+    pytest_pid = records["test_leaks_a_child"]["processes"][0]["ppid"]
+    assert daemon["ppid"] != pytest_pid and daemon["phase"] == "call"  # not adopted
+    left = end_leftovers()
+    assert sorted(c for c in left if c.startswith("sleep")) == ["sleep 61", "sleep 62"]
+    assert len(left) == 3  # and the daemon, a fork of pytest
 
 
 def test_leak_detection_can_be_turned_off(pytester, run_pytest):
-    pytester.makepyfile(LEAKY.replace("{seconds}", "2"))
+    pytester.makepyfile(LEAKY)
     run = run_pytest("--expiry=10", "--expiry-leaks=off")
-    run.result.assert_outcomes(passed=5)
+    run.result.assert_outcomes(passed=6)
     assert "LEAKED" not in run.output
+    assert len(end_leftovers()) == 3
 
 
 def test_a_bad_leak_mode_is_a_usage_error(pytester, run_pytest):
@@ -90,3 +165,171 @@ def test_a_bad_leak_mode_is_a_usage_error(pytester, run_pytest):
     run = run_pytest("--expiry=1", "--expiry-leaks=sometimes", junit=False)
     assert run.result.ret == pytest.ExitCode.USAGE_ERROR
     assert "sometimes" in run.output and "kill" in run.output
+
+
+DIFFERENTIAL = (
+    DAEMON
+    + """
+    import concurrent.futures, functools, json, subprocess
+    import psutil, pytest
+
+    AT_IMPORT = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "at-import"])
+    KEPT = []
+
+    def note(**values):
+        with open("observed.jsonl", "a") as out:
+            out.write(json.dumps(values) + "\\n")
+
+    def test_a_double_forked_daemon_keeps_its_parent():
+        parent = daemon(30)
+        note(daemon_parent=parent, daemon_parent_is_pytest=parent == os.getpid())
+
+    def test_an_orphan_that_exits_is_no_zombie_of_pytest():
+        daemon(0)
+        time.sleep(0.3)
+        zombies = [p.pid for p in psutil.Process().children() if p.status() == "zombie"]
+        note(zombies=zombies)
+
+    @functools.cache
+    def pool():
+        return concurrent.futures.ProcessPoolExecutor(2)
+
+    @pytest.mark.parametrize("n", range(4))
+    def test_a_cached_pool_is_reused(n):
+        note(**{f"pool{n}": pool().submit(pow, 2, n).result()})
+
+    @functools.cache
+    def stubborn():
+        code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \\
+               "print(flush=True); time.sleep(30)"
+        helper = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+        helper.stdout.readline()
+        return helper
+
+    @pytest.mark.parametrize("n", range(5))
+    def test_a_helper_that_ignores_sigterm_is_reused(n):
+        note(**{f"helper{n}": stubborn().poll()})
+        with open("span.jsonl", "a") as out:  # first to last: four teardowns and checks
+            out.write(json.dumps({n: time.monotonic()}) + "\\n")
+
+    def test_starts_a_child_and_keeps_it():
+        KEPT.append(subprocess.Popen(["sleep", "30"]))
+
+    def test_the_owner_sees_the_real_status():
+        KEPT[0].terminate()
+        note(status=KEPT[0].wait(5))
+
+    def test_the_child_started_at_import_still_runs():
+        note(import_child=AT_IMPORT.poll())
+"""
+)
+
+
+def test_warn_mode_changes_nothing_a_suite_observes(pytester, run_pytest):
+    """The same suite without the plugin and with it (a deadline, the default leak mode):
+    the same outcomes, the same observations, and the tests sharing a helper that ignores
+    SIGTERM take about the same time. Kill mode, the control,
+    changes them, but still reaps nothing."""
+    pytester.makepyfile(DIFFERENTIAL)
+    observed = pytester.path / "observed.jsonl"
+    report, kill_report = pytester.path / "expiry.json", pytester.path / "kill.json"
+    span = pytester.path / "span.jsonl"
+    runs, seen, spans = {}, {}, {}
+    for name, args in {
+        "bare": ["-p", "no:expiry"],
+        "warn": ["--expiry=60", WARN, f"--expiry-report={report}"],
+        "kill": ["--expiry=60", KILL, "--expiry-grace=1", f"--expiry-report={kill_report}"],
+    }.items():
+        for path in (observed, span):
+            path.unlink(missing_ok=True)
+        runs[name] = run_pytest(*args)
+        lines = observed.read_text().splitlines() if observed.exists() else []
+        seen[name] = {k: v for line in lines for k, v in json.loads(line).items()}
+        stamps = {
+            k: v for line in span.read_text().splitlines() for k, v in json.loads(line).items()
+        }
+        spans[name] = stamps["4"] - stamps["0"]
+        end_leftovers()
+    bare, warn, kill = runs["bare"], runs["warn"], runs["kill"]
+    bare.result.assert_outcomes(passed=14)
+    assert warn.result.parseoutcomes() == bare.result.parseoutcomes()
+    assert warn.result.ret == bare.result.ret == 0
+    assert seen["warn"] == seen["bare"]
+    assert seen["bare"]["daemon_parent_is_pytest"] is False
+    assert seen["bare"]["zombies"] == []
+    assert [seen["bare"][f"pool{n}"] for n in range(4)] == [1, 2, 4, 8]
+    assert seen["bare"]["status"] == -15 and seen["bare"]["import_child"] is None
+    assert spans["warn"] <= 1.5 * spans["bare"] + 0.5  # a SIGTERM and the grace: 2 s
+    records = {r["nodeid"].split("::")[1]: r for r in leaked(report)}
+    assert "test_a_double_forked_daemon_keeps_its_parent" in records  # found, not adopted
+    assert not any(c.endswith("at-import") for r in records.values() for c in _commands(r))
+    helper = records[HELPER]["processes"][0]
+    assert helper["phase"] == "call" and helper["ppid"] != 1
+    # the control: kill mode ends the cached pool and costs the helper's grace
+    assert "BrokenProcessPool" in kill.output and spans["kill"] >= 1.0
+    ended = {r["nodeid"].split("::")[1]: r["signals"] for r in leaked(kill_report)}
+    assert list(ended[HELPER].values()) == [["SIGTERM", "SIGKILL"]]
+    assert seen["kill"]["status"] == -15  # ended by SIGTERM, and not reaped: its owner's to see
+
+
+HELPER = "test_a_helper_that_ignores_sigterm_is_reused[0]"
+
+
+def _commands(record: dict[str, object]) -> list[str]:
+    return [" ".join(p["cmdline"]) for p in record["processes"]]  # type: ignore[attr-defined]
+
+
+CLOSERANGE = """
+    import os, subprocess
+
+    def test_closes_every_descriptor():
+        os.closerange(3, 65536)
+        subprocess.Popen(["sleep", "64"])
+
+    def test_after_it():
+        subprocess.Popen(["sleep", "65"])
+"""
+
+
+def test_a_test_that_closes_every_descriptor_does_not_break_leak_detection(pytester, run_pytest):
+    """pytest's own logging and faulthandler plugins cannot survive ``closerange`` (they
+    close their descriptors at exit), so they are off here, in every run alike."""
+    pytester.makepyfile(CLOSERANGE)
+    common = ["-s", "-p", "no:logging", "-p", "no:faulthandler"]
+    bare = run_pytest(*common, "-p", "no:expiry", junit=False)
+    bare.result.assert_outcomes(passed=2)
+    end_leftovers()
+    for mode in (WARN, KILL):
+        run = run_pytest(*common, mode, junit=False)
+        run.result.assert_outcomes(passed=2)
+        assert run.result.ret == bare.result.ret == 0
+        assert "Traceback" not in run.output and "pytest_expiry" not in run.output
+        assert "test_closes_every_descriptor left 1 processes" in run.output
+        assert "test_after_it left 1 processes" in run.output
+        assert len(end_leftovers()) == (2 if mode == WARN else 0)
+
+
+NESTED = """
+    import os
+
+    def test_runs_a_session_inside(pytester):
+        before = os.environ["PYTEST_EXPIRY_SESSION"]
+        pytester.makepyfile(test_inner=f'''
+            import os
+            def test_sees_one_more_token():
+                tokens = os.environ["PYTEST_EXPIRY_SESSION"].split(",")
+                assert ",".join(tokens[:-1]) == "{before}" and tokens[-1]
+        ''')
+        result = pytester.runpytest_inprocess("--expiry-leaks=warn", "-n", "1")
+        result.assert_outcomes(passed=1)
+        assert os.environ["PYTEST_EXPIRY_SESSION"] == before
+"""
+
+
+def test_a_nested_session_leaves_the_environment_as_it_was(pytester, run_pytest):
+    """The inner session adds its token and takes exactly that back; its xdist worker, still
+    shutting down when the outer test ends, is no leak."""
+    pytester.makepyfile(NESTED)
+    run = run_pytest("-p", "pytester", WARN)
+    run.result.assert_outcomes(passed=1)
+    assert "LEAKED" not in run.output

@@ -51,7 +51,7 @@ __all__ = [
 
 VARIABLE = "PYTEST_EXPIRY_SESSION"
 _ADDR_NO_RANDOMIZE = 0x0040000
-_EMPTY_RETRIES = 25  # x 2 ms: how long an exec may hide a process's environment
+_EXEC_RETRIES = 25  # x 2 ms: how long an exec may hide a process's environment
 _SOURCES = ("/proc/sys/kernel/ns_last_pid", "/proc/loadavg")
 _F_SETSIG, _F_GETSIG = 10, 11  # Linux's fcntl commands, not named by every Python
 _MARK = 53  # our descriptor's F_SETSIG: one a test opened says 0 (no O_ASYNC: it does nothing)
@@ -109,12 +109,12 @@ def read_proc(path: str) -> bytes | None:
 
 def tokens(pid: int) -> list[str] | None:
     """The session tokens in the environment ``pid`` was exec'd with (empty if it has
-    none), or None when that cannot be read (gone, another user's, not Linux). A process in
-    the middle of an ``exec`` shows no environment for a moment: an empty one is read again
-    for up to 50 ms while the process lives."""
+    none), or None when that cannot be read (gone, another user's, not Linux). A process of
+    ours in the middle of an ``exec`` hides its environment for a moment (it reads as empty,
+    or cannot be opened): it is read again, for up to 50 ms while the process lives."""
     environ = read_proc(f"/proc/{pid}/environ")
-    for _ in range(_EMPTY_RETRIES):
-        if environ != b"" or not _alive(pid):
+    for _ in range(_EXEC_RETRIES):
+        if environ or not _ours_and_alive(pid):
             break
         time.sleep(0.002)
         environ = read_proc(f"/proc/{pid}/environ")
@@ -127,7 +127,12 @@ def tokens(pid: int) -> list[str] | None:
     return []
 
 
-def _alive(pid: int) -> bool:
+def _ours_and_alive(pid: int) -> bool:
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+            return False
+    except OSError:
+        return False
     stat = read_proc(f"/proc/{pid}/stat") or b""
     return stat[stat.rfind(b")") + 2 :][:1] not in (b"", b"Z", b"X")
 

@@ -144,5 +144,6 @@ def _is_watchdog(pid: int) -> bool:
 
 def _session_token() -> str | None:
     """This session's token in the lineage variable (processes its tests start carry it)."""
-    tokens = os.environ.get("PYTEST_EXPIRY_SESSION", "")
-    return tokens.split(",")[-1] or None
+    from pytest_expiry import lineage  # noqa: PLC0415
+
+    return os.environ.get(lineage.VARIABLE, "").split(",")[-1] or None

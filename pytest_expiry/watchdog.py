@@ -237,7 +237,11 @@ def _end_what_the_session_left(token: str, since: float) -> None:
     started that still run, as an interrupted session (Ctrl-C) does for itself."""
     from pytest_expiry import procs  # noqa: PLC0415 - only when a session dies
 
-    mark = b"PYTEST_EXPIRY_SESSION="
+    # read directly, not with lineage.tokens: its wait on empty environments (a process
+    # mid-exec) would cost 50 ms for each kernel thread, and this runs over every process
+    from pytest_expiry.lineage import VARIABLE  # noqa: PLC0415
+
+    mark = f"{VARIABLE}=".encode()
     left = []
     for process in psutil.process_iter():
         try:

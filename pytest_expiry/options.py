@@ -12,7 +12,9 @@ The limits:
   ``--expiry-session``, markers, ``PYTEST_EXPIRY``) is 0, which disables it, or from
   :data:`MIN_SECONDS` (1 ms: a shorter one could never be met) to :data:`MAX_SECONDS`
   (10**7 s, about 115 days); ``--expiry-grace`` is from 0 to :data:`MAX_SECONDS`;
-* ``--expiry-scale`` is from :data:`MIN_SCALE` to :data:`MAX_SCALE` (0.01 to 100).
+* ``--expiry-scale`` is from :data:`MIN_SCALE` to :data:`MAX_SCALE` (0.01 to 100);
+* ``--expiry-learn`` is 0 (off) or from 1 to :data:`MAX_LEARN`; ``--expiry-learn-min`` is
+  from :data:`MIN_SECONDS` to :data:`MAX_SECONDS`.
 
 So every deadline, once scaled, is at most 10**9 s: finite, and within what ``time.sleep``,
 ``select`` and ``threading.TIMEOUT_MAX`` (about 9.2e9 s) accept.
@@ -43,6 +45,8 @@ __all__ = [
     "factor",
     "fraction",
     "grace",
+    "learn_factor",
+    "learn_min",
     "report_path",
     "seconds",
     "timeout_compat_possible",
@@ -97,6 +101,30 @@ def grace(text: str) -> float:
 def factor(text: str) -> float:
     """The scale: a factor from :data:`MIN_SCALE` to :data:`MAX_SCALE`."""
     return _number(text, _FACTOR_HELP, lambda v: MIN_SCALE <= v <= MAX_SCALE)
+
+
+MAX_LEARN = 1000
+"""The largest ``--expiry-learn`` factor."""
+_LEARN_HELP = (
+    f"a factor from 1 to {MAX_LEARN} (a learned deadline is that many times the longest "
+    "recorded passing duration; 0 turns learning off)"
+)
+
+
+def learn_factor(text: str) -> float:
+    """``--expiry-learn``: 0 (off), or a factor from 1 to :data:`MAX_LEARN` (below 1, the
+    slowest recorded passing run would not fit in the learned deadline)."""
+    return _number(text, _LEARN_HELP, lambda v: v == 0 or 1 <= v <= MAX_LEARN)
+
+
+def learn_min(text: str) -> float:
+    """``--expiry-learn-min``: the least learned deadline, from :data:`MIN_SECONDS` to
+    :data:`MAX_SECONDS` (learning has no 0 to turn off: use ``--expiry-learn=0``)."""
+    return _number(
+        text,
+        f"a number of seconds from {MIN_SECONDS} to {MAX_SECONDS} (the least learned deadline)",
+        lambda v: MIN_SECONDS <= v <= MAX_SECONDS,
+    )
 
 
 def fraction(text: str) -> float:
@@ -191,6 +219,16 @@ _OPTIONS: list[tuple[str, dict[str, Any], str]] = [
     ("expiry-report", {"type": report_path, "metavar": "PATH"},
      "write every expiry event to PATH as JSON (checked at start: a file in a writable "
      "directory)."),
+    ("expiry-learn", {"type": learn_factor, "metavar": "FACTOR"},
+     "learned deadlines: a test with a recorded history gets FACTOR x its longest recorded "
+     "passing duration (at least --expiry-learn-min), never more than its deadline without "
+     "learning (default 0: off; otherwise 1 to 1000)."),
+    ("expiry-learn-min", {"type": learn_min, "metavar": "SECONDS"},
+     "the least learned deadline (default 5)."),
+    ("expiry-history", {"type": report_path, "metavar": "PATH"},
+     "the JSON file of passing durations that deadlines are learned from, updated at the end "
+     "of the session (default: in pytest's cache; with -p no:cacheprovider, none). Given "
+     "without --expiry-learn, durations are recorded but nothing is learned."),
 ]  # fmt: skip
 
 

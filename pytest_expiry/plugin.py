@@ -104,6 +104,10 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_expiry.leakcheck import LeakCheck  # noqa: PLC0415
 
         config.pluginmanager.register(LeakCheck(settings), _LEAKS)
+    if settings.learn or settings.history:
+        from pytest_expiry.learning import install  # noqa: PLC0415
+
+        install(config, settings, workerinput)
     if workerinput is not None:
         _configure_worker(config, settings, workerinput)
     else:

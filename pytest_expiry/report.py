@@ -14,10 +14,19 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pytest_expiry.history import Learned
+
 if TYPE_CHECKING:  # the watchdog process uses this module without importing pytest
     import pytest
 
-__all__ = ["ExpiryLog", "describe_expiry", "describe_leak", "expiry_record", "hard_kill_record"]
+__all__ = [
+    "ExpiryLog",
+    "deadline_text",
+    "describe_expiry",
+    "describe_leak",
+    "expiry_record",
+    "hard_kill_record",
+]
 
 
 def _command(cmdline: list[str]) -> str:
@@ -66,12 +75,22 @@ NO_HANDLER = (
 )
 
 
+def deadline_text(record: dict[str, Any]) -> str:
+    """``deadline 1 s``; for a learned deadline (the record's ``learned``), ``learned
+    deadline 1 s: 10 x 0.1 s, longest of 5 runs``."""
+    learned = record.get("learned")
+    if learned:
+        numbers = (learned["factor"], learned["longest"], learned["runs"], learned["floor"])
+        return Learned(record["deadline"], *numbers).describe()
+    return f"deadline {round(record['deadline'], 3):g} s"
+
+
 def describe_expiry(record: dict[str, Any]) -> str:
     """The text of the failure's expiry section: processes, signals, then every stack."""
     where = f" in {record['phase']}" if record["phase"] != "unknown" else ""
     lines = [
         f"{record['nodeid']} expired{where} after {record['elapsed']:.2f} s "
-        f"(deadline {round(record['deadline'], 3):g} s)"
+        f"({deadline_text(record)})"
     ]
     if record["event"] == "hard_killed":
         lines.append(HARD_KILL_ADVICE if record.get("interruptible", True) else NO_HANDLER)
@@ -128,7 +147,7 @@ class ExpiryLog:
             where = f" in {record['phase']}" if record["phase"] != "unknown" else ""
             lines.append(
                 f"{how} {record['nodeid']}{where} after {record['elapsed']:.2f} s "
-                f"(deadline {round(record['deadline'], 3):g} s); processes signalled: {killed}"
+                f"({deadline_text(record)}); processes signalled: {killed}"
             )
         for record in self.of_kind("leaked"):
             lines.append(f"LEAKED {describe_leak(record)}")

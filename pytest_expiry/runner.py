@@ -18,8 +18,9 @@ from pytest_expiry.budget import SessionBudget
 from pytest_expiry.channel import ChannelClient, ChannelError, stacks_directory
 from pytest_expiry.errors import is_expiry
 from pytest_expiry.guard import ActiveScope, Guard
+from pytest_expiry.learning import deadline_source, resolve_deadline
 from pytest_expiry.records import add_record, attach, report_marker_errors
-from pytest_expiry.settings import MarkerError, Settings, item_deadline
+from pytest_expiry.settings import MarkerError, Settings
 from pytest_expiry.signals import ExpirySignals
 from pytest_expiry.stackhook import ChildEnvironment
 from pytest_expiry.timer.api import clock
@@ -102,7 +103,7 @@ class ExpiryRunner:
         seen: dict[int, dict[str, pytest.Mark]] = {}
         for item in items:
             try:
-                item.stash[DEADLINE] = item_deadline(item, self._settings, seen)
+                item.stash[DEADLINE] = resolve_deadline(item, self._settings, seen)
             except MarkerError as error:
                 errors[item] = f"{item.nodeid}: {error}"
         if errors and not hasattr(self._config, "workerinput"):
@@ -196,6 +197,7 @@ class ExpiryRunner:
             from pytest_expiry.report import expiry_record  # noqa: PLC0415 - rare path
 
             record = expiry_record(scope.nodeid, "teardown", scope.seconds, elapsed, None)
+            record.update(deadline_source(scope.owner, scope.seconds, self._settings))
             report.outcome = "failed"
             report.longrepr = (
                 f"pytest_expiry.Expired: {scope.nodeid} expired: it ended "
@@ -213,7 +215,8 @@ class ExpiryRunner:
         event = guard.await_event(scope, self._settings.grace + _EVENT_MARGIN)
         from pytest_expiry.report import expiry_record  # noqa: PLC0415 - rare path
 
-        return expiry_record(scope.nodeid, phase, scope.seconds, scope.expired_after, event)
+        record = expiry_record(scope.nodeid, phase, scope.seconds, scope.expired_after, event)
+        return {**record, **deadline_source(scope.owner, scope.seconds, self._settings)}
 
     def _complete_expiry(
         self,

@@ -30,6 +30,8 @@ from pytest_expiry.options import (
     factor,
     fraction,
     grace,
+    learn_factor,
+    learn_min,
     report_path,
     seconds,
     timeout_compat_possible,
@@ -38,6 +40,7 @@ from pytest_expiry.options import (
 __all__ = [
     "MarkerError",
     "Settings",
+    "configured_source",
     "item_deadline",
     "timeout_compat_possible",
 ]
@@ -67,12 +70,20 @@ class Settings:
     """``warn`` (the default on Linux), ``kill``, ``fail`` or ``off`` (always, elsewhere)."""
     child_stacks: str
     """One of :data:`CHILD_STACKS` (default ``auto``)."""
+    default_source: str = ""
+    """Where ``default`` came from: ``option``, ``env``, ``ini``, or ``""`` (none given)."""
+    learn: float = 0.0
+    """``--expiry-learn``: 0 (off), or the factor of learned deadlines."""
+    learn_min: float = 5.0
+    """``--expiry-learn-min``: the least learned deadline, in seconds."""
+    history: str | None = None
+    """``--expiry-history``: the history file given, or ``None`` (pytest's cache)."""
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
         """Resolve every setting; raises ``pytest.UsageError`` for any bad value."""
         compat = timeout_compat_possible() and _flag(config, "expiry_timeout_compat", True)
-        default = _default_seconds(config, compat)
+        default, default_source = _default_seconds(config, compat)
         scale = _value(config, "expiry_scale", factor, 1.0)
         return cls(
             default=default,
@@ -87,6 +98,10 @@ class Settings:
             session=_scaled(_value(config, "expiry_session", seconds, 0.0), scale),
             leaks=_leak_mode(config),
             child_stacks=_choice(config, "expiry_child_stacks", CHILD_STACKS, "auto"),
+            default_source=default_source,
+            learn=_value(config, "expiry_learn", learn_factor, 0.0),
+            learn_min=_value(config, "expiry_learn_min", learn_min, 5.0),
+            history=_path(config, "expiry_history"),
         )
 
 
@@ -106,11 +121,16 @@ def _value(config: pytest.Config, name: str, parse: Any, default: float) -> floa
 
 
 def _report(config: pytest.Config) -> str | None:
-    option = config.getoption("expiry_report")  # checked by argparse (report_path)
+    return _path(config, "expiry_report")
+
+
+def _path(config: pytest.Config, name: str) -> str | None:
+    """A file the session writes (the JSON report, the history), checked at start-up."""
+    option = config.getoption(name)  # checked by argparse (report_path)
     if option:
         return str(option)
-    ini = str(config.getini("expiry_report")).strip()
-    return str(_checked(f"ini option expiry_report = {ini}", ini, report_path)) or None
+    ini = str(config.getini(name)).strip()
+    return str(_checked(f"ini option {name} = {ini}", ini, report_path)) or None
 
 
 def _choice(config: pytest.Config, name: str, choices: tuple[str, ...], default: str) -> str:
@@ -143,7 +163,9 @@ def _flag(config: pytest.Config, name: str, default: bool) -> bool:
     return default if ini is None else bool(ini)
 
 
-def _default_seconds(config: pytest.Config, compat: bool) -> float:
+def _default_seconds(config: pytest.Config, compat: bool) -> tuple[float, str]:
+    """The default deadline and where it came from (``option``, ``env``, ``ini``, or ``""``
+    when no source gave one)."""
     sources: list[tuple[str, Any]] = [("--expiry", config.getoption("expiry"))]
     if compat:
         sources.append(("--timeout", config.getoption("timeout", None)))
@@ -153,6 +175,7 @@ def _default_seconds(config: pytest.Config, compat: bool) -> float:
     if compat:
         sources.append(("ini option timeout", config.getini("timeout")))
     chosen: float | None = None
+    source = ""
     for where, value in sources:  # every source given is checked, even one that is overridden
         if isinstance(value, float):
             parsed = value
@@ -160,8 +183,12 @@ def _default_seconds(config: pytest.Config, compat: bool) -> float:
             parsed = _checked(f"{where} = {value}", str(value).strip(), seconds)
         else:
             continue
-        chosen = parsed if chosen is None else chosen
-    return chosen or 0.0
+        if chosen is None:
+            chosen, source = parsed, _SOURCE_KINDS[where.partition(" ")[0]]
+    return chosen or 0.0, source if chosen else ""
+
+
+_SOURCE_KINDS = {"--expiry": "option", "--timeout": "option", "environment": "env", "ini": "ini"}
 
 
 class MarkerError(Exception):
@@ -216,6 +243,16 @@ def item_deadline(
             chosen = settings.func_only if func_only is None else func_only
             return _scaled(value, settings.scale), chosen
     return _scaled(settings.default, settings.scale), settings.func_only
+
+
+def configured_source(item: pytest.Item, settings: Settings) -> str:
+    """Where :func:`item_deadline`'s answer for ``item`` comes from: ``marker`` (``expires``,
+    or pytest-timeout's ``timeout``), else ``settings.default_source`` (``option``, ``env``,
+    ``ini``), else ``none``."""
+    names = ("expires", "timeout") if settings.timeout_compat else ("expires",)
+    if any(item.get_closest_marker(name) is not None for name in names):
+        return "marker"
+    return settings.default_source or "none"
 
 
 def _closest_markers(

@@ -168,7 +168,7 @@ class HistoryKeeper:
         self.recorded: dict[str, list[float]] = {}
         self._told = False
 
-    def header(self, learned: int | None, tests: int) -> str:
+    def header(self, learned: int, tests: int) -> str:
         """``expiry: 60 s per test; learned deadlines (x10, min 5 s) for 8 of 9 tests``."""
         s = self._settings
         flat = f"{s.default:g} s per test" if s.default else "none by default (markers only)"
@@ -176,7 +176,9 @@ class HistoryKeeper:
             return f"expiry: {flat}; passing durations recorded in {self.path}, none learned"
         if self.path is None:
             return f"expiry: {flat}; no deadlines learned: {self._no_path}"
-        count = f"for {learned} of {tests} tests" if learned is not None else "from a history"
+        count = f"for {learned} of {tests} tests"
+        if not s.default and not learned:
+            count += " (learning only shortens deadlines: give one with --expiry or a marker)"
         return f"expiry: {flat}; learned deadlines (x{s.learn:g}, min {s.learn_min:g} s) {count}"
 
     def pytest_report_collectionfinish(self, items: list[pytest.Item]) -> str:

@@ -13,6 +13,8 @@ def pytest_expiry_expired(item: pytest.Item, event: dict[str, Any]) -> None:
     finished with it.
 
     ``event`` is the record that also goes to the JSON report: ``nodeid``, ``phase``,
-    ``deadline`` (seconds), ``elapsed``, ``pids``, ``signals`` (pid -> signal names) and
-    ``stacks`` (pid -> text).
+    ``deadline`` (seconds), ``deadline_source`` (``learned``, ``marker``, ``option``,
+    ``env``, ``ini``, ``session`` or ``collect``; with ``learned``, a learned deadline's
+    numbers), ``elapsed``, ``pids``, ``signals`` (pid -> signal names) and ``stacks`` (pid ->
+    text).
     """

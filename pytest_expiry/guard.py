@@ -263,8 +263,7 @@ class Guard:
         if scope.answer_on_expiry:
             self.rearm(scope.seconds)
         raise Expired(
-            f"{scope.nodeid} expired: {how} after {elapsed:.2f} s "
-            f"(deadline {round(scope.seconds, 3):g} s)"
+            f"{how} after {elapsed:.2f} s (deadline {round(scope.seconds, 3):g} s)"
         )
 
     def _delegate(self, signum: int, frame: FrameType | None) -> None:

@@ -200,9 +200,9 @@ class ExpiryRunner:
             record.update(deadline_source(scope.owner, scope.seconds, self._settings))
             report.outcome = "failed"
             report.longrepr = (
-                f"pytest_expiry.Expired: {scope.nodeid} expired: it ended "
-                f"{clock() - scope.deadline:.3f} s after its deadline of "
-                f"{round(scope.seconds, 3):g} s (elapsed {elapsed:.2f} s)"
+                f"pytest_expiry.Expired: ended after {elapsed:.2f} s, "
+                f"{clock() - scope.deadline:.3f} s past its deadline "
+                f"(deadline {round(scope.seconds, 3):g} s)"
             )
             add_record(report, record)
             report.user_properties.append(("expiry", f"ended after its deadline ({elapsed:.2f} s)"))
@@ -236,7 +236,7 @@ class ExpiryRunner:
         if call.excinfo is None or not is_expiry(call.excinfo.value):
             report.outcome = "failed"
             report.longrepr = (
-                f"{scope.nodeid} expired in {call.when} after {record['elapsed']:.2f} s "
+                f"expired in {call.when} after {record['elapsed']:.2f} s "
                 f"(deadline {round(scope.seconds, 3):g} s), and the test swallowed the "
                 "Expired exception"
             )

@@ -76,14 +76,18 @@ class XdistBridge:
         event = self._hard_kill_event(crashitem)
         if event is None:
             return  # a crash of its own: xdist's report stands
-        from pytest_expiry.report import describe_expiry, hard_kill_record  # noqa: PLC0415
+        from pytest_expiry.report import (  # noqa: PLC0415
+            deadline_text,
+            describe_expiry,
+            hard_kill_record,
+        )
 
         record = hard_kill_record(event)
         worker = getattr(getattr(report, "node", None), "gateway", None)
         name = getattr(worker, "id", "?")
         report.longrepr = (
-            f"pytest_expiry.Expired: {crashitem} expired after {record['elapsed']:.2f} s "
-            f"(deadline {round(record['deadline'], 3):g} s); worker {name} was killed\n\n"
+            f"pytest_expiry.Expired: still running after {record['elapsed']:.2f} s "
+            f"({deadline_text(record)}), so worker {name} was killed\n\n"
             + describe_expiry(record)
         )
         report.when = "call"  # a failure of the test, not an error of xdist's

@@ -372,7 +372,7 @@ def test_a_hung_test_fails_with_expired(session: Session, name: str) -> None:
     its message says the test expired."""
     hang = HANG_BY_NAME[name]
     outcome = session.outcome(hang)
-    assert "expired" in outcome.get("message", ""), outcome.get("message")
+    assert "Expired: still running" in outcome.get("message", ""), outcome.get("message")
     assert "pytest_expiry.Expired" in session.report(hang)
 
 

@@ -346,7 +346,7 @@ def test_when_an_xdist_worker_is_sigkilled_it_is_replaced_and_the_session_ends_c
     assert "crashed while running 'test_victim.py::test_victim'" in output
     cases = {c.get("name"): c for c in ET.parse(pytester.path / "junit.xml").iter("testcase")}
     hang = cases["test_hangs_after_the_kill"].find("failure")
-    assert hang is not None and "expired" in hang.get("message", "")
+    assert hang is not None and "Expired: still running" in hang.get("message", "")
     assert "INTERNALERROR" not in output
     assert seconds_until_exited(watchdog, limit=3) < 3
 
@@ -454,7 +454,7 @@ def test_a_watchdog_killed_during_an_escalation_still_fails_the_test_and_leaves_
     run.result.assert_outcomes(failed=1, passed=2)
     case = run.testcase("test_hangs_while_its_child_kills_the_watchdog")
     failure = case.find("failure")
-    assert failure is not None and "expired" in failure.get("message", "")
+    assert failure is not None and "Expired: still running" in failure.get("message", "")
     assert "the watchdog's account did not arrive" in (failure.text or "")  # it died mid-way
     assert [p.get("name") for p in case.iter("property")] == ["expiry", "expiry_leaked"]
     assert run.output.count("a new watchdog guards the tests from here on") == 1
@@ -620,7 +620,7 @@ def test_tests_that_overrun_their_deadline_always_expire(precision_run):
         case = precision_run[f"test_overruns[{i}]"]
         failure = case.find("failure")
         assert failure is not None, f"test_overruns[{i}] ran {case.get('time')} s, not expired"
-        assert "expired" in failure.get("message", "")
+        assert "Expired: still running" in failure.get("message", "")
         assert float(case.get("time")) < 1.5 * PRECISION_DEADLINE
 
 
@@ -653,7 +653,7 @@ def test_a_test_that_ends_after_its_deadline_while_stacks_are_gathered_still_exp
     run = run_pytest("--expiry=2", "--expiry-child-stacks=hook")
     outcomes = run.result.parseoutcomes()
     assert outcomes.get("failed", 0) + outcomes.get("errors", 0) == 1, "the overrun went unnoticed"
-    assert "expired" in run.output
+    assert "pytest_expiry.Expired: " in run.output
 
 
 @pytest.mark.slow
@@ -1131,7 +1131,7 @@ def test_stress_every_hang_fails_as_expired_and_every_other_test_passes(stress_r
         problems = case.findall("failure") + case.findall("error")
         if name in hangs:
             assert len(problems) == 1 and problems[0].tag == "failure", name
-            assert "expired" in problems[0].get("message", ""), name
+            assert "Expired: still running" in problems[0].get("message", ""), name
         else:
             assert problems == [], f"{name} did not hang but: {problems[0].get('message')}"
     assert "maximum crashed workers" not in stress_run.output
@@ -1222,7 +1222,7 @@ def test_a_tests_own_signal_handler_works_and_expiry_still_works_after_it(
     run = run_pytest("--expiry=5")
     run.result.assert_outcomes(passed=1, failed=1)
     failure = run.testcase("test_hangs_afterwards").find("failure")
-    assert failure is not None and "expired" in failure.get("message", "")
+    assert failure is not None and "Expired: still running" in failure.get("message", "")
 
 
 CUSTOM_SIGNALS = """
@@ -1258,7 +1258,7 @@ def test_pytest_expiry_signals_moves_the_plugins_signals_and_expiry_still_works(
     run = run_pytest("--expiry=1", "--expiry-grace=0.5", "--expiry-child-stacks=hook")
     run.result.assert_outcomes(passed=2, failed=1)
     failure = run.testcase("test_hangs_with_a_python_child").find("failure")
-    assert failure is not None and "expired" in failure.get("message", "")
+    assert failure is not None and "Expired: still running" in failure.get("message", "")
     assert "(no Python stack" not in (failure.text or "")
     assert 'File "<string>", line 1' in (failure.text or ""), "no stack of the Python child"
 

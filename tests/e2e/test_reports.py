@@ -88,7 +88,7 @@ def assert_junit_expiry_failure(case, name):
     assert case.find("error") is None
     failure = case.find("failure")
     assert failure is not None
-    assert "expired" in failure.get("message", "")
+    assert "Expired: still running in call after " in failure.get("message", "")
     assert "--- stacks of pid" in failure.text
     assert f"in {name}" in failure.text
 
@@ -137,6 +137,22 @@ def test_the_failure_points_at_the_line_where_the_test_hangs(pytester, run_pytes
     )
 
 
+def test_the_short_summary_line_states_the_cause_without_repeating_the_test_id(
+    pytester, run_pytest, monkeypatch
+):
+    monkeypatch.setenv("COLUMNS", "200")  # pytest cuts summary lines at the terminal's width
+    pytester.makepyfile(test_phases=PHASES)
+    run = run_pytest("--expiry=0.3", "-rfE", "-k", "call or setup")
+    run.result.stdout.re_match_lines(
+        [
+            rf"FAILED test_phases.py::test_hangs_in_call - pytest_expiry.Expired: "
+            rf"still running in call after {ELAPSED} s \(deadline 0.3 s\)$",
+            rf"ERROR test_phases.py::test_hangs_in_setup - pytest_expiry.Expired: "
+            rf"still running in setup after {ELAPSED} s \(deadline 0.3 s\)$",
+        ]
+    )
+
+
 # --- JUnit ------------------------------------------------------------------------------
 
 
@@ -152,7 +168,7 @@ def test_junit_records_an_expiry_in_fixture_setup_or_teardown_as_an_error(pytest
     for phase in ("setup", "teardown"):
         error = run.testcase(f"test_hangs_in_{phase}").find("error")
         assert error is not None
-        assert "expired: still running in " + phase in error.get("message", "")
+        assert "still running in " + phase in error.get("message", "")
         assert "--- stacks of pid" in error.text
 
 

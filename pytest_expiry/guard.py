@@ -262,9 +262,7 @@ class Guard:
         scope.expired_after = elapsed = clock() - scope.armed_at
         if scope.answer_on_expiry:
             self.rearm(scope.seconds)
-        raise Expired(
-            f"{how} after {elapsed:.2f} s (deadline {round(scope.seconds, 3):g} s)"
-        )
+        raise Expired(f"{how} after {elapsed:.2f} s (deadline {round(scope.seconds, 3):g} s)")
 
     def _delegate(self, signum: int, frame: FrameType | None) -> None:
         """A nested in-process session's guard passes on a signal meant for the outer one."""

@@ -87,8 +87,7 @@ class XdistBridge:
         name = getattr(worker, "id", "?")
         report.longrepr = (
             f"pytest_expiry.Expired: still running after {record['elapsed']:.2f} s "
-            f"({deadline_text(record)}), so worker {name} was killed\n\n"
-            + describe_expiry(record)
+            f"({deadline_text(record)}), so worker {name} was killed\n\n" + describe_expiry(record)
         )
         report.when = "call"  # a failure of the test, not an error of xdist's
         report.duration = record["elapsed"]

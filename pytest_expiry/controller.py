@@ -64,7 +64,10 @@ class ExpiryController:
         if s.timeout_compat:
             details.append("pytest-timeout markers honoured")
         details.append(f"child stacks: {_child_stacks(s)}")
-        return [f"expiry: {deadline} ({', '.join(details)})"]
+        if not s.debugger_pause:
+            details.append("not paused in a debugger")
+        notes = [f"expiry: {note}" for note in s.header_notes]
+        return [f"expiry: {deadline} ({', '.join(details)})", *notes]
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if getattr(report, "expiry", None):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+
 from pytest_expiry._compat import PytestFailure
 
 __all__ = ["Expired", "is_expiry"]
@@ -25,12 +27,17 @@ Expired.__module__ = "pytest_expiry"  # reports name it by its public path
 
 
 def is_expiry(error: BaseException | None) -> bool:
-    """Whether ``error`` is an :class:`Expired`, or was raised while handling one (``raise
-    RuntimeError(...) from expired``, or an exception raised in an ``except`` block)."""
+    """Whether ``error`` is an :class:`Expired`, was raised while handling one (``raise
+    RuntimeError(...) from expired``, or an exception raised in an ``except`` block), or
+    wraps one as doctest's ``UnexpectedException`` does (its ``exc_info``)."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, Expired):
             return True
         seen.add(id(error))
-        error = error.__cause__ or error.__context__
+        wrapped = getattr(error, "exc_info", None)
+        if isinstance(error, doctest.UnexpectedException) and wrapped:
+            error = wrapped[1]
+        else:
+            error = error.__cause__ or error.__context__
     return False

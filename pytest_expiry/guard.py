@@ -70,7 +70,14 @@ def debugger_active() -> bool:
 class Guard:
     """Arms and releases the current test's scope, and owns the interrupt handler."""
 
-    def __init__(self, channel: ChannelClient, interrupt_signal: int, slow_fraction: float) -> None:
+    def __init__(
+        self,
+        channel: ChannelClient,
+        interrupt_signal: int,
+        slow_fraction: float,
+        debugger_pause: bool = True,
+    ) -> None:
+        self._debugger_pause = debugger_pause  # False: a debugger does not stop the clock
         self._channel: ChannelClient | None = channel
         self._events_path = os.path.join(channel.directory, EVENTS_NAME)
         self._slow_fraction = slow_fraction
@@ -114,7 +121,7 @@ class Guard:
         self.scope = ActiveScope(
             nodeid, seconds, now, now + seconds, answer_on_expiry=answer_on_expiry, owner=owner
         )
-        if not debugger_active():
+        if not (self._debugger_pause and debugger_active()):
             self._publish(self.scope)
         return self.scope
 
@@ -176,7 +183,7 @@ class Guard:
 
     def pause(self) -> None:
         """A debugger took over: stop the clock of the current scope."""
-        if self.scope is not None and self._paused_left is None:
+        if self._debugger_pause and self.scope is not None and self._paused_left is None:
             self._paused_at = clock()
             self._paused_left = max(0.0, self.scope.deadline - self._paused_at)
             self._publish(None)

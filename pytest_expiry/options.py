@@ -26,7 +26,6 @@ import argparse
 import math
 import os
 import tempfile
-from importlib import metadata
 from typing import Any
 
 import pytest
@@ -41,6 +40,7 @@ __all__ = [
     "MIN_SECONDS",
     "SECONDS_HELP",
     "add_options",
+    "checked",
     "deadline_ok",
     "factor",
     "fraction",
@@ -49,7 +49,6 @@ __all__ = [
     "learn_min",
     "report_path",
     "seconds",
-    "timeout_compat_possible",
 ]
 
 MIN_SECONDS = 0.001
@@ -170,13 +169,12 @@ def _unwritable(text: str) -> str | None:
     return None
 
 
-def timeout_compat_possible() -> bool:
-    """pytest-timeout's spellings are ours to honour only while it is not installed."""
+def checked(where: str, text: str, parse: Any) -> Any:
+    """``parse(text)``, or a ``pytest.UsageError`` that starts with ``where`` (the source)."""
     try:
-        metadata.distribution("pytest-timeout")
-    except metadata.PackageNotFoundError:
-        return True
-    return False
+        return parse(text)
+    except argparse.ArgumentTypeError as error:
+        raise pytest.UsageError(f"{where}: {error}") from None
 
 
 _SECONDS: dict[str, Any] = {"type": seconds, "metavar": "SECONDS"}
@@ -232,7 +230,7 @@ _OPTIONS: list[tuple[str, dict[str, Any], str]] = [
 ]  # fmt: skip
 
 
-def add_options(parser: pytest.Parser) -> None:
+def add_options(parser: pytest.Parser, plugins: pytest.PytestPluginManager | None = None) -> None:
     """Declare every option and its ini value (a yes/no one with ``type="bool"``)."""
     group = parser.getgroup("expiry", "pytest-expiry: deadlines enforced by a watchdog process")
     for name, kwargs, help_text in _OPTIONS:
@@ -252,9 +250,7 @@ def add_options(parser: pytest.Parser) -> None:
         default=None, help=f"ignore {compat}.",
     )  # fmt: skip
     parser.addini("expiry_timeout_compat", f"false: ignore {compat}", type="bool", default=None)
-    if timeout_compat_possible():
-        group.addoption(
-            "--timeout", **_SECONDS,
-            help="pytest-timeout's spelling of --expiry (pytest-timeout is not installed).",
-        )  # fmt: skip
-        parser.addini("timeout", "pytest-timeout's spelling of ini 'expiry'", default="")
+    from pytest_expiry import timeout_compat  # noqa: PLC0415 - it imports this module
+
+    if timeout_compat.compat_possible(plugins):
+        timeout_compat.register(parser, group, _SECONDS)

@@ -49,10 +49,10 @@ def _skip_assertion_rewriting(pluginmanager: pytest.PytestPluginManager) -> None
             cache.clear()
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     from pytest_expiry.options import add_options  # noqa: PLC0415
 
-    add_options(parser)
+    add_options(parser, pluginmanager)
 
 
 def _register_markers(config: pytest.Config, settings_compat: bool) -> None:
@@ -64,7 +64,7 @@ def _register_markers(config: pytest.Config, settings_compat: bool) -> None:
     if settings_compat:
         config.addinivalue_line(
             "markers",
-            "timeout(timeout, *, func_only=False): pytest-timeout's spelling of "
+            "timeout(timeout=None, method=None, *, func_only=None): pytest-timeout's spelling of "
             "@pytest.mark.expires, honoured by pytest-expiry.",
         )
 

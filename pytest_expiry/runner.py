@@ -16,6 +16,7 @@ import pytest
 from pytest_expiry import stackhook
 from pytest_expiry.budget import SessionBudget
 from pytest_expiry.channel import ChannelClient, ChannelError, stacks_directory
+from pytest_expiry.doctests import point_at_the_hung_example
 from pytest_expiry.errors import is_expiry
 from pytest_expiry.guard import ActiveScope, Guard
 from pytest_expiry.learning import deadline_source, resolve_deadline
@@ -64,7 +65,12 @@ class ExpiryRunner:
     def _start_guard(self, fresh: bool = False) -> Guard | None:
         try:
             directory, signals = self._connect(fresh)
-            guard = Guard(ChannelClient(directory), signals.interrupt, self._settings.slow)
+            guard = Guard(
+                ChannelClient(directory),
+                signals.interrupt,
+                self._settings.slow,
+                self._settings.debugger_pause,
+            )
         except (ChannelError, OSError) as error:
             self.unavailable = str(error)
             return None
@@ -177,6 +183,7 @@ class ExpiryRunner:
             # answer the watchdog before pytest formats the failure, which can take longer
             # than the grace period (deep tracebacks, slow reprs, a loaded machine)
             guard.rearm(scope.seconds)
+            point_at_the_hung_example(item, call)
         report = yield
         if guard is not None and scope is not None:
             if scope.expired_in == call.when:

@@ -13,20 +13,18 @@ what is allowed: none surfaces later, as a traceback or a deadline that cannot b
 
 from __future__ import annotations
 
-import argparse
-import math
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from pytest_expiry import leaks
+from pytest_expiry import leaks, timeout_compat
+from pytest_expiry.markers import MarkerError, marker_seconds
 from pytest_expiry.options import (
     CHILD_STACKS,
     MIN_SECONDS,
-    SECONDS_HELP,
-    deadline_ok,
+    checked,
     factor,
     fraction,
     grace,
@@ -34,7 +32,6 @@ from pytest_expiry.options import (
     learn_min,
     report_path,
     seconds,
-    timeout_compat_possible,
 )
 
 __all__ = [
@@ -42,7 +39,6 @@ __all__ = [
     "Settings",
     "configured_source",
     "item_deadline",
-    "timeout_compat_possible",
 ]
 
 
@@ -78,38 +74,51 @@ class Settings:
     """``--expiry-learn-min``: the least learned deadline, in seconds."""
     history: str | None = None
     """``--expiry-history``: the history file given, or ``None`` (pytest's cache)."""
+    debugger_pause: bool = True
+    """Whether a deadline stops while a debugger is attached (pytest-timeout's
+    ``--timeout-disable-debugger-detection`` turns it off)."""
+    header_notes: tuple[str, ...] = ()
+    """Lines the session header adds: what pytest-timeout's spellings mean here."""
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
         """Resolve every setting; raises ``pytest.UsageError`` for any bad value."""
-        compat = timeout_compat_possible() and _flag(config, "expiry_timeout_compat", True)
+        compat = timeout_compat.compat_possible(config.pluginmanager) and _flag(
+            config, "expiry_timeout_compat", True
+        )
         default, default_source = _default_seconds(config, compat)
         scale = _value(config, "expiry_scale", factor, 1.0)
+        timeout_func_only = timeout_compat.func_only(config) if compat else None
+        session = timeout_compat.session_seconds(config) if compat else 0.0
         return cls(
             default=default,
             grace=_value(config, "expiry_grace", grace, 2.0),
             scale=scale,
-            func_only=_flag(config, "expiry_func_only", False),
+            func_only=_flag(config, "expiry_func_only", bool(timeout_func_only)),
             slow=_value(config, "expiry_slow", fraction, 0.5),
             report=_report(config),
             timeout_compat=compat,
             collect=_scaled(_value(config, "expiry_collect", seconds, default), scale),
             exit=_scaled(_value(config, "expiry_exit", seconds, 10.0 if default else 0.0), scale),
-            session=_scaled(_value(config, "expiry_session", seconds, 0.0), scale),
+            session=_scaled(_value(config, "expiry_session", seconds, session), scale),
             leaks=_leak_mode(config),
             child_stacks=_choice(config, "expiry_child_stacks", CHILD_STACKS, "auto"),
             default_source=default_source,
             learn=_value(config, "expiry_learn", learn_factor, 0.0),
             learn_min=_value(config, "expiry_learn_min", learn_min, 5.0),
             history=_path(config, "expiry_history"),
+            debugger_pause=timeout_compat.debugger_detection(config) if compat else True,
+            header_notes=_header_notes(config, compat, default),
         )
 
 
-def _checked(where: str, text: str, parse: Any) -> Any:
-    try:
-        return parse(text)
-    except argparse.ArgumentTypeError as error:
-        raise pytest.UsageError(f"{where}: {error}") from None
+def _header_notes(config: pytest.Config, compat: bool, default: float) -> tuple[str, ...]:
+    note = (
+        timeout_compat.method_note(config)
+        if compat
+        else timeout_compat.both_enforce_warning(config, default)
+    )
+    return (note,) if note else ()
 
 
 def _value(config: pytest.Config, name: str, parse: Any, default: float) -> float:
@@ -117,7 +126,7 @@ def _value(config: pytest.Config, name: str, parse: Any, default: float) -> floa
     if option is not None:
         return float(option)
     ini = str(config.getini(name)).strip()
-    return float(_checked(f"ini option {name} = {ini}", ini, parse)) if ini else default
+    return float(checked(f"ini option {name} = {ini}", ini, parse)) if ini else default
 
 
 def _report(config: pytest.Config) -> str | None:
@@ -130,7 +139,7 @@ def _path(config: pytest.Config, name: str) -> str | None:
     if option:
         return str(option)
     ini = str(config.getini(name)).strip()
-    return str(_checked(f"ini option {name} = {ini}", ini, report_path)) or None
+    return str(checked(f"ini option {name} = {ini}", ini, report_path)) or None
 
 
 def _choice(config: pytest.Config, name: str, choices: tuple[str, ...], default: str) -> str:
@@ -180,7 +189,7 @@ def _default_seconds(config: pytest.Config, compat: bool) -> tuple[float, str]:
         if isinstance(value, float):
             parsed = value
         elif value is not None and str(value).strip() != "":
-            parsed = _checked(f"{where} = {value}", str(value).strip(), seconds)
+            parsed = checked(f"{where} = {value}", str(value).strip(), seconds)
         else:
             continue
         if chosen is None:
@@ -189,41 +198,6 @@ def _default_seconds(config: pytest.Config, compat: bool) -> tuple[float, str]:
 
 
 _SOURCE_KINDS = {"--expiry": "option", "--timeout": "option", "environment": "env", "ini": "ini"}
-
-
-class MarkerError(Exception):
-    """A marker's arguments are not a valid deadline."""
-
-
-def _marker_seconds(marker: pytest.Mark, keyword: str) -> tuple[float, bool | None]:
-    allowed = {keyword, "func_only"} | ({"method"} if keyword == "timeout" else set())
-    unknown = set(marker.kwargs) - allowed
-    args = list(marker.args)
-    if keyword in marker.kwargs:
-        args.insert(0, marker.kwargs[keyword])
-    usage = f"@pytest.mark.{marker.name}({keyword}, *, func_only=False)"
-    if unknown or len(args) != 1:
-        raise MarkerError(f"@pytest.mark.{marker.name}{_call_text(marker)}: expected {usage}")
-    value, func_only = args[0], marker.kwargs.get("func_only")
-    if value is None:
-        value = 0
-    try:
-        valid = not isinstance(value, bool) and math.isfinite(value) and deadline_ok(value)
-    except (TypeError, OverflowError):  # not a number, or an int too large for a float
-        valid = False
-    if not valid:
-        shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
-        raise MarkerError(f"@pytest.mark.{marker.name}({shown}): {keyword} must be {SECONDS_HELP}")
-    if func_only is not None and not isinstance(func_only, bool):
-        raise MarkerError(
-            f"@pytest.mark.{marker.name}: func_only must be True or False, not {func_only!r}"
-        )
-    return float(value), func_only
-
-
-def _call_text(marker: pytest.Mark) -> str:
-    parts = [repr(a) for a in marker.args] + [f"{k}={v!r}" for k, v in marker.kwargs.items()]
-    return f"({', '.join(parts)})"
 
 
 def item_deadline(
@@ -239,8 +213,9 @@ def item_deadline(
     for name in names:
         marker = closest.get(name)
         if marker is not None:
-            value, func_only = _marker_seconds(marker, "seconds" if name == "expires" else name)
+            value, func_only = marker_seconds(marker, "seconds" if name == "expires" else name)
             chosen = settings.func_only if func_only is None else func_only
+            value = settings.default if value is None else value
             return _scaled(value, settings.scale), chosen
     return _scaled(settings.default, settings.scale), settings.func_only
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import psutil
 
+from pytest_expiry import procs
 from pytest_expiry.channel import (
     ARM,
     DRAIN_INTERVAL,
@@ -91,9 +92,10 @@ def _alive(peer: _Peer) -> bool:
     """Whether the peer's process (by pid and create time) still runs."""
     if peer.pid is None:
         return False
+    if procs.start_time(peer.pid) != peer.created:
+        return False
     try:
-        process = psutil.Process(peer.pid)
-        return process.create_time() == peer.created and process.status() != psutil.STATUS_ZOMBIE
+        return psutil.Process(peer.pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
@@ -332,7 +334,7 @@ class SocketRequestQueue(RequestQueue):
         if credentials is not None and credentials[1] != pid:
             return False  # it lies about who it is: it may not speak for that pid
         # the create time tells this process from a later one that reuses its pid
-        peer.pid, peer.created = pid, psutil.Process(pid).create_time()
+        peer.pid, peer.created = pid, procs.start_time(pid)
         if slot_name:
             peer.slot = _map_slot(self._scopes, slot_name)
         return True

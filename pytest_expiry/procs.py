@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import psutil
+
+from pytest_expiry import lineage
 
 __all__ = [
     "Ending",
@@ -22,11 +25,13 @@ __all__ = [
     "identify",
     "is_protected",
     "never_leaked",
+    "start_time",
     "tree_of",
 ]
 
 _POLL_FIRST = 0.002
 _POLL_MAX = 0.02
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def is_protected(pid: int) -> bool:
@@ -34,21 +39,41 @@ def is_protected(pid: int) -> bool:
     return pid <= 1 or pid == os.getpid()
 
 
-def identify(pid: int, create_time: float | None = None) -> psutil.Process | None:
-    """The live process ``pid``, if it is the one that was created at ``create_time``.
+def start_time(pid: int) -> float | None:
+    """When process ``pid`` started, on a clock that setting the system clock does not move,
+    or None if it is gone. Two processes that held one pid have different start times.
+
+    Not ``psutil.Process.create_time()``: that adds the boot time, which Linux derives from
+    the wall clock, so an NTP step (or slew across a second) makes one process's create time
+    change, and an identity check then takes the session, or a test process, for a
+    stranger. On Linux this is the start in seconds since boot (``/proc/<pid>/stat``);
+    elsewhere psutil's create time, the best there is."""
+    if sys.platform.startswith("linux"):
+        stat = lineage.read_proc(f"/proc/{pid}/stat")
+        fields = stat[stat.rfind(b")") + 2 :].split() if stat else []
+        return int(fields[19]) / _CLOCK_TICKS if len(fields) > 19 else None
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def identify(pid: int, started: float | None = None) -> psutil.Process | None:
+    """The live process ``pid``, if it is the one whose :func:`start_time` is ``started``.
 
     Returns None when the pid is gone, protected, or now names another process. With no
-    ``create_time`` the process found now is taken as it is.
+    ``started`` the process found now is taken as it is.
     """
     if is_protected(pid):
         return None
+    if started is not None and start_time(pid) != started:
+        return None
     try:
         process = psutil.Process(pid)
-        if create_time is not None and process.create_time() != create_time:
-            return None
     except psutil.Error:
         return None
-    return process
+    # the pid may have changed hands between the two reads
+    return process if started is None or start_time(pid) == started else None
 
 
 def gone(process: psutil.Process) -> bool:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # imported at the first expiry: a watchdog that never fires s
 
 import psutil
 
+from pytest_expiry import procs
 from pytest_expiry.channel import EVENTS_NAME, STACKS_NAME, STOP
 from pytest_expiry.inbox import ALL_SCOPES, ScopeRequest, SocketRequestQueue
 from pytest_expiry.signals import ExpirySignals, parse_signals
@@ -199,20 +200,14 @@ class _Session:
     def __init__(self, pid: int, stop_fd: int) -> None:
         self.pid = pid
         self._stop_fd: int | None = stop_fd
-        try:
-            self.started = psutil.Process(pid).create_time()
-        except psutil.Error:
-            self.started = 0.0
+        self.started = procs.start_time(pid) or 0.0
         try:
             self._pidfd: int | None = os.pidfd_open(pid)
         except (AttributeError, OSError):
             self._pidfd = None
 
     def alive(self) -> bool:
-        try:
-            return bool(self.started) and psutil.Process(self.pid).create_time() == self.started
-        except psutil.Error:
-            return False
+        return bool(self.started) and procs.start_time(self.pid) == self.started
 
     def wait(self) -> bool:
         """Until the session says it is over (True) or its process is gone (False).
@@ -235,8 +230,6 @@ class _Session:
 def _end_what_the_session_left(token: str, since: float) -> None:
     """The session died (SIGTERM from a CI runner, SIGKILL): end the processes its tests
     started that still run, as an interrupted session (Ctrl-C) does for itself."""
-    from pytest_expiry import procs  # noqa: PLC0415 - only when a session dies
-
     # read directly, not with lineage.tokens: its wait on empty environments (a process
     # mid-exec) would cost 50 ms for each kernel thread, and this runs over every process
     from pytest_expiry.lineage import VARIABLE  # noqa: PLC0415
@@ -245,7 +238,7 @@ def _end_what_the_session_left(token: str, since: float) -> None:
     left = []
     for process in psutil.process_iter():
         try:
-            if process.create_time() < since or procs.is_protected(process.pid):
+            if (procs.start_time(process.pid) or 0.0) < since or procs.is_protected(process.pid):
                 continue
             with open(f"/proc/{process.pid}/environ", "rb") as environ:
                 variables = environ.read().split(b"\0")

@@ -13,9 +13,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 
-import psutil
 import pytest
 
+from pytest_expiry import procs
 from pytest_expiry.channel import (
     FRAME,
     SCOPES_NAME,
@@ -92,7 +92,7 @@ def test_an_armed_slot_becomes_one_request_with_the_scopes_times(watchdog, clien
     assert isinstance(request, ScopeRequest)
     assert (request.worker_id, request.scope_id) == (os.getpid(), "test_a.py::test_a")
     assert (request.expiration_time, request.slow_at, request.armed_at) == (now + 60, now + 48, now)
-    assert request.worker_started == psutil.Process().create_time()
+    assert request.worker_started == procs.start_time(os.getpid())
 
 
 def test_scopes_that_start_and_end_between_two_reads_cost_the_watchdog_nothing(watchdog, client):

@@ -47,7 +47,7 @@ clock = time.monotonic
 class TimerRequest:
     """Arms (``expiration_time >= 0``) or releases (negative) the timer ``scope_id`` of a worker.
 
-    ``worker_started`` is the worker process's create time (``psutil.Process.create_time()``)
+    ``worker_started`` is the worker process's start time (:func:`pytest_expiry.procs.start_time`)
     when the client knows it; a server uses it to never signal a process that merely
     inherited a dead worker's pid.
     """

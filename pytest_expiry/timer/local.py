@@ -13,8 +13,6 @@ from collections.abc import Callable
 from multiprocessing import connection
 from typing import Any
 
-import psutil
-
 from pytest_expiry import procs
 from pytest_expiry.timer.api import (
     RequestQueue,
@@ -38,10 +36,7 @@ class _Identity:
     def current(self) -> tuple[int, float | None]:
         pid = os.getpid()
         if pid != self._pid:
-            try:
-                self._created = psutil.Process(pid).create_time()
-            except psutil.Error:
-                self._created = None
+            self._created = procs.start_time(pid)
             self._pid = pid
         return pid, self._created
 

@@ -715,7 +715,7 @@ def test_pid_1_and_the_watchdogs_own_pid_are_protected():
 def test_identify_never_returns_a_protected_process():
     assert procs.identify(1) is None
     assert procs.identify(os.getpid()) is None
-    assert procs.identify(os.getpid(), psutil.Process().create_time()) is None
+    assert procs.identify(os.getpid(), procs.start_time(os.getpid())) is None
 
 
 @pytest.fixture
@@ -748,7 +748,7 @@ def test_end_processes_never_signals_pid_1_or_the_watchdog_itself(sent_signals):
 @pytest.mark.parametrize("who", ["pid 1", "the watchdog itself"])
 def test_an_expired_scope_claimed_by_a_protected_pid_escalates_to_nothing(sent_signals, who):
     pid = 1 if who == "pid 1" else os.getpid()
-    request = TimerRequest(pid, "test_x.py::test_x", clock() - 1, psutil.Process(pid).create_time())
+    request = TimerRequest(pid, "test_x.py::test_x", clock() - 1, procs.start_time(pid))
     delivered: list[Any] = []
     settings = LadderSettings(0.1, default_signals(), tempfile.gettempdir())
     record = lambda pid, event: delivered.append(event)  # noqa: E731
@@ -778,14 +778,15 @@ def test_a_recycled_pid_is_never_signalled():
     ``identify`` refuses it and ``end_processes`` neither raises nor signals the stranger."""
     original = subprocess.Popen(["sleep", "60"])
     remembered = psutil.Process(original.pid)
+    started = procs.start_time(original.pid)
     original.kill()
     original.wait()
-    time.sleep(0.05)  # a create time differs from the old one by at least a clock tick
+    time.sleep(0.05)  # a start time differs from the old one by at least a clock tick
     stranger = _take_pid(original.pid)
     if stranger is None:
         pytest.skip("cannot recycle a pid here (ns_last_pid not writable, or too busy)")
     try:
-        assert procs.identify(remembered.pid, remembered.create_time()) is None
+        assert procs.identify(remembered.pid, started) is None
         assert procs.gone(remembered)
         ending = procs.end_processes([remembered], grace=0.1)
         assert ending.signals == {}

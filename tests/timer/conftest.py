@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 import pytest
 
+from pytest_expiry import procs
 from pytest_expiry.timer import api
 
 GRACE = 3.0
@@ -52,7 +53,7 @@ def _descendants() -> dict[tuple[int, float], psutil.Process]:
         if process.pid in helpers:
             continue
         try:
-            found[(process.pid, process.create_time())] = process
+            found[(process.pid, procs.start_time(process.pid))] = process
         except psutil.Error:
             continue
     return found

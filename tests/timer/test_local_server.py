@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pytest_expiry import procs
 from pytest_expiry.timer import LocalTimerServer, TimerRequest, clock
 
 from .support import WAIT, RecordingServer
@@ -170,7 +171,7 @@ def test_reap_kills_the_process_that_armed_the_timer(
     stranger: subprocess.Popen[bytes], kills: list[tuple[int, int]]
 ) -> None:
     server = table_server()
-    started = psutil.Process(stranger.pid).create_time()
+    started = procs.start_time(stranger.pid)
     server.register_timers([arm(stranger.pid, "a", 0.0, started)])
     assert server._reap_worker(stranger.pid) is True
     assert stranger.wait(WAIT) == -signal.SIGKILL
@@ -193,7 +194,7 @@ def test_reap_never_signals_a_process_that_merely_has_the_workers_pid(
     """A different create time means the worker is gone and its pid was given to another
     process: the timer is done with (True), and the other process is left alone."""
     server = table_server()
-    started = psutil.Process(stranger.pid).create_time()
+    started = procs.start_time(stranger.pid)
     server.register_timers([arm(stranger.pid, "a", 0.0, started - 5.0)])
     assert server._reap_worker(stranger.pid) is True
     assert kills == []
@@ -202,7 +203,7 @@ def test_reap_never_signals_a_process_that_merely_has_the_workers_pid(
 
 def test_reap_of_a_worker_that_is_gone_signals_nothing(kills: list[tuple[int, int]]) -> None:
     finished = subprocess.Popen(["true"])
-    started = psutil.Process(finished.pid).create_time()
+    started = procs.start_time(finished.pid)
     assert finished.wait(WAIT) == 0
     server = table_server()
     server.register_timers([arm(finished.pid, "a", 0.0, started)])
@@ -213,7 +214,7 @@ def test_reap_of_a_worker_that_is_gone_signals_nothing(kills: list[tuple[int, in
 def test_reap_never_signals_the_server_process_itself(kills: list[tuple[int, int]]) -> None:
     server = table_server()
     me = psutil.Process()
-    server.register_timers([arm(me.pid, "a", 0.0, me.create_time())])
+    server.register_timers([arm(me.pid, "a", 0.0, procs.start_time(me.pid))])
     server._reap_worker(me.pid)
     assert kills == []
 
@@ -229,7 +230,7 @@ def _children() -> set[tuple[int, float]]:
     found = set()
     for child in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            found.add((child.pid, child.create_time()))
+            found.add((child.pid, procs.start_time(child.pid)))
     return found
 
 
@@ -312,7 +313,7 @@ def test_timers_of_a_dead_worker_and_of_the_process_reusing_its_pid_are_kept_apa
     new worker must be killed, whatever the dead worker's timer says."""
     thread_queue: queue.Queue[TimerRequest] = queue.Queue()
     server = LocalTimerServer(thread_queue)
-    pid, started = stranger.pid, psutil.Process(stranger.pid).create_time()
+    pid, started = stranger.pid, procs.start_time(stranger.pid)
     past, future = clock() - 1, clock() + 60
     dead_deadline, live_deadline = (
         (past, future) if expired == "the-dead-workers" else (future, past)

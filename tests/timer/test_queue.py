@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
+from pytest_expiry import procs
 from pytest_expiry.timer import (
     LocalTimerClient,
     LocalTimerServer,
@@ -217,7 +218,7 @@ def test_the_client_sends_its_own_pid_and_create_time(
     assert mp_queue.get(timeout=WAIT).worker_id == psutil.Process().pid
     child = context.Process(target=workers.arm_and_release, args=(client, "scope", 42.0))
     with running(child):
-        started = psutil.Process(child.pid).create_time()
+        started = procs.start_time(child.pid)
         received = [mp_queue.get(timeout=WAIT), mp_queue.get(timeout=WAIT)]
         child.join(WAIT)
     assert child.exitcode == 0
@@ -232,7 +233,9 @@ def test_the_client_in_the_parent_identifies_the_parent(full_queue: Any) -> None
     client = LocalTimerClient(full_queue)
     client.acquire("scope", 42.0)
     me = psutil.Process()
-    assert full_queue.get(timeout=WAIT) == TimerRequest(me.pid, "scope", 42.0, me.create_time())
+    assert full_queue.get(timeout=WAIT) == TimerRequest(
+        me.pid, "scope", 42.0, procs.start_time(me.pid)
+    )
 
 
 # --- LocalTimerClient: one atomic write per request ------------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 import psutil
 import pytest
 
+from pytest_expiry import procs
 from pytest_expiry.timer import LocalTimerServer, TimerRequest, clock
 
 from . import workers
@@ -173,9 +174,9 @@ def test_a_timer_whose_pid_is_gone_or_names_another_process_never_signals(
     Both are dropped, and nothing is signalled."""
     _, mp_queue, server = start_server(new_queue, serve, "fork", RecordingServer)
     finished = subprocess.Popen(["true"])
-    finished_started = psutil.Process(finished.pid).create_time()
+    finished_started = procs.start_time(finished.pid)
     assert finished.wait(WAIT) == 0
-    stranger_started = psutil.Process(stranger.pid).create_time()
+    stranger_started = procs.start_time(stranger.pid)
     deadline = clock() + 0.3
     mp_queue.put(TimerRequest(finished.pid, "gone", deadline, finished_started))
     mp_queue.put(TimerRequest(stranger.pid, "recycled", deadline, stranger_started - 5.0))

@@ -133,8 +133,13 @@ class ExpiryLog:
     records: list[dict[str, Any]] = field(default_factory=list)
 
     def add_report(self, report: pytest.TestReport | pytest.CollectReport) -> None:
-        for record in getattr(report, "expiry", None) or []:
-            self.records.append(record)
+        """Keep the report's records; those of an attempt that pytest-rerunfailures runs
+        again (outcome ``rerun``) say so (``run_again``)."""
+        records = getattr(report, "expiry", None) or []
+        if getattr(report, "outcome", "") == "rerun":
+            attempt = int(getattr(report, "rerun", 0)) + 1  # a hard kill's record has none
+            records = [{"attempt": attempt, **record, "run_again": True} for record in records]
+        self.records.extend(records)
 
     def of_kind(self, *kinds: str) -> list[dict[str, Any]]:
         return [r for r in self.records if r["event"] in kinds]
@@ -148,6 +153,11 @@ class ExpiryLog:
             lines.append(
                 f"{how} {record['nodeid']}{where} after {record['elapsed']:.2f} s "
                 f"({deadline_text(record)}); processes signalled: {killed}"
+                + (
+                    f"; attempt {record.get('attempt', 1)}, run again"
+                    if record.get("run_again")
+                    else ""
+                )
             )
         for record in self.of_kind("leaked"):
             lines.append(f"LEAKED {describe_leak(record)}")

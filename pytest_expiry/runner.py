@@ -32,6 +32,7 @@ DEADLINE = pytest.StashKey[tuple[float, bool]]()
 """Each item's ``(seconds, func_only)``, resolved once at collection."""
 
 _NO_DEADLINE = (0.0, False)
+_ATTEMPT = pytest.StashKey[int]()  # how many times the item's setup began
 _EVENT_MARGIN = 2.0
 _FUNC_ONLY = "expiry-func-only"
 _RESTARTS = 3
@@ -160,8 +161,28 @@ class ExpiryRunner:
         return result
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_setup(self) -> Generator[None, object, object]:
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
+        self._start_attempt(item)
         return (yield from self._in_phase("setup"))
+
+    def _start_attempt(self, item: pytest.Item) -> None:
+        """Each run of an item's setup starts an attempt with a fresh deadline: a rerun
+        (pytest-rerunfailures runs setup, call and teardown again inside one
+        ``pytest_runtest_protocol``) is a test run of its own, not the rest of the first."""
+        attempt = item.stash.get(_ATTEMPT, 0) + 1
+        item.stash[_ATTEMPT] = attempt
+        if attempt > 1:  # what JUnit shows of the earlier attempts says whose it was
+            item.user_properties[:] = [
+                (name, f"attempt {attempt - 1}: {value}")
+                if name == "expiry" and not str(value).startswith("attempt ")
+                else (name, value)
+                for name, value in item.user_properties
+            ]
+        guard = self.guard
+        if attempt > 1 and guard is not None and guard.scope is not None:
+            seconds = self.guard_for(item)[1]
+            if guard.scope.owner is item and seconds:
+                guard.arm(item.nodeid, seconds, owner=item)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_call(self) -> Generator[None, object, object]:
@@ -233,7 +254,7 @@ class ExpiryRunner:
         report: pytest.TestReport,
         item: pytest.Item,
     ) -> None:
-        record = self._account(guard, scope, call.when)
+        record = {**self._account(guard, scope, call.when), "attempt": item.stash.get(_ATTEMPT, 1)}
         if call.when == "call" and item.stash.get(DEADLINE, _NO_DEADLINE)[1]:
             guard.release()  # a func_only scope covers the call alone
         else:

@@ -1,7 +1,7 @@
 """Every use of something pytest or pytest-xdist does not promise to keep, in one place.
 
 Each name here has a test in ``tests/test_compat.py`` that fails loudly when the internal it
-relies on changes (run it against pre-releases: ``pip install --pre pytest pytest-xdist``).
+relies on changes (run it against pre-releases: ``pip install --pre pytest pytest-xdist trio``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-__all__ = ["PytestFailure", "capture_disabled", "mark_done_in_xdist_queue"]
+__all__ = [
+    "PytestFailure",
+    "capture_disabled",
+    "mark_done_in_xdist_queue",
+    "raise_in_waiting_asyncio_task",
+    "raise_in_waiting_trio_task",
+]
 
 if TYPE_CHECKING:
     from _pytest.outcomes import Failed as PytestFailure
@@ -37,3 +43,37 @@ def mark_done_in_xdist_queue(sched: Any, nodeid: str) -> bool:
             work_unit[nodeid] = True
             found = True
     return found
+
+
+def raise_in_waiting_trio_task(error: BaseException) -> bool:
+    """Inside a trio run (a ``run_sync_soon`` callback): make the run's main task raise
+    ``error`` at the checkpoint where it is blocked, as trio delivers ``KeyboardInterrupt``
+    (``Runner.main_task`` and ``Task._attempt_abort``, private). A task blocked in a nursery
+    gets it the same way: added to the nursery's errors, its children cancelled. False if the
+    main task is not blocked now."""
+    from trio._core._run import GLOBAL_RUN_CONTEXT  # noqa: PLC0415
+
+    task = GLOBAL_RUN_CONTEXT.runner.main_task
+    if task is None or task._abort_func is None:
+        return False
+
+    def raise_error() -> None:
+        __tracebackhide__ = True
+        raise error
+
+    task._attempt_abort(raise_error)
+    return True
+
+
+def raise_in_waiting_asyncio_task(task: Any, error: BaseException) -> bool:
+    """In ``task``'s loop: make ``task`` raise ``error`` at the ``await`` where it waits, by
+    making ``error`` the outcome of the future it waits on (``Task._fut_waiter``, private);
+    a task waiting on another task passes it on to the one that waits. False if ``task`` is
+    not waiting on a future now."""
+    waiter = getattr(task, "_fut_waiter", None)
+    while waiter is not None and hasattr(waiter, "get_coro"):  # a task awaiting a task
+        waiter = getattr(waiter, "_fut_waiter", None)
+    if waiter is None or waiter.done():
+        return False
+    waiter.set_exception(error)
+    return True

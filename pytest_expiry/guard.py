@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from pytest_expiry.asyncdelivery import deliver_into_loop
 from pytest_expiry.channel import EVENTS_NAME, MAX_PAYLOAD, ChannelClient, ChannelError
 from pytest_expiry.errors import Expired
 from pytest_expiry.timer.api import clock
@@ -259,9 +260,16 @@ class Guard:
             if not self._sending:
                 self.rearm(scope.seconds)
             return
-        self._expire(scope, phase, f"still running in {phase}")
+        self._expire(scope, phase, f"still running in {phase}", frame=frame)
 
-    def _expire(self, scope: ActiveScope, phase: str, how: str, late: bool = False) -> None:
+    def _expire(
+        self,
+        scope: ActiveScope,
+        phase: str,
+        how: str,
+        late: bool = False,
+        frame: FrameType | None = None,
+    ) -> None:
         __tracebackhide__ = True
         scope.expired_in = phase
         if not late:  # a teardown run after a pending expiry had a fresh deadline
@@ -269,7 +277,10 @@ class Guard:
         scope.expired_after = elapsed = clock() - scope.armed_at
         if scope.answer_on_expiry:
             self.rearm(scope.seconds)
-        raise Expired(f"{how} after {elapsed:.2f} s (deadline {round(scope.seconds, 3):g} s)")
+        error = Expired(f"{how} after {elapsed:.2f} s (deadline {round(scope.seconds, 3):g} s)")
+        if frame is not None and deliver_into_loop(error, frame, _file_of(scope.owner)):
+            return  # the event loop raises it in the test's task, where that waits
+        raise error
 
     def _delegate(self, signum: int, frame: FrameType | None) -> None:
         """A nested in-process session's guard passes on a signal meant for the outer one."""
@@ -292,6 +303,12 @@ class Guard:
             self._channel = None
         if signal.getsignal(self._signal) == self._on_interrupt:
             signal.signal(self._signal, self._previous)
+
+
+def _file_of(owner: object) -> str:
+    """The file that defines ``owner`` (a test item), as its code objects name it."""
+    path = getattr(owner, "path", None)
+    return str(path) if path is not None else ""
 
 
 def _matches(event: dict[str, Any], scope: ActiveScope) -> bool:

@@ -11,7 +11,7 @@ import importlib.util
 
 import pytest
 
-NO_EXTRAS = ("-p", "no:hypothesispytest")
+NO_EXTRAS = ("-p", "no:hypothesispytest", "-p", "no:randomly")  # randomly: asked for by name
 
 
 def needs(module: str) -> pytest.MarkDecorator:
@@ -172,3 +172,127 @@ def test_under_pytest_randomly_a_hang_still_expires_and_the_others_pass(pytester
         run = run_pytest("--expiry=0.5", "-p", "randomly", f"--randomly-seed={seed}")
         run.result.assert_outcomes(failed=2, passed=1)
         assert "Using --randomly-seed=" in run.output
+
+
+# --- async tests: pytest-asyncio, anyio (asyncio and trio), trio.run ----------------------
+
+ASYNCIO_TESTS = """
+import asyncio
+import pathlib
+
+import pytest
+import pytest_asyncio
+
+
+@pytest_asyncio.fixture
+async def resource(request):
+    yield
+    await asyncio.sleep(0)  # the loop still runs for the teardown
+    pathlib.Path(f"torn-down-{request.node.name}").write_text("yes")
+
+
+@pytest.mark.asyncio
+async def test_awaits_forever(resource):
+    await asyncio.Event().wait()
+
+
+@pytest.mark.asyncio
+async def test_one_task_of_a_gather_hangs(resource):
+    async def quick():
+        await asyncio.sleep(0)
+
+    await asyncio.gather(quick(), asyncio.Event().wait())
+
+
+@pytest.mark.asyncio
+async def test_next(resource):
+    await asyncio.sleep(0)
+"""
+
+ANYIO_TESTS = """
+import pathlib
+
+import anyio
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request):
+    return request.param
+
+
+@pytest.fixture
+async def resource(request):
+    yield
+    await anyio.sleep(0)
+    pathlib.Path(f"torn-down-{request.node.name}").write_text("yes")
+
+
+async def test_sleeps_forever(resource):
+    await anyio.sleep_forever()
+
+
+async def test_next(resource):
+    await anyio.sleep(0)
+"""
+
+TRIO_RUN_TESTS = """
+import trio
+
+
+def test_runs_trio_forever():
+    trio.run(trio.sleep_forever)
+
+
+def test_next():
+    trio.run(trio.sleep, 0)
+"""
+
+
+def assert_not_killed(run):
+    assert run.result.ret == 1, run.output
+    assert "HARD-KILLED" not in run.output and "Task was destroyed" not in run.output
+
+
+@needs("pytest_asyncio")
+def test_a_hung_asyncio_test_expires_and_its_async_fixture_is_torn_down(pytester, run_pytest):
+    pytester.makepyfile(ASYNCIO_TESTS)
+    run = run_pytest("--expiry=0.5", "-o", "asyncio_default_fixture_loop_scope=function")
+    run.result.assert_outcomes(failed=2, passed=1)
+    assert_not_killed(run)
+    for name in ("test_awaits_forever", "test_one_task_of_a_gather_hangs"):
+        assert "Expired: still running in call after" in expiry_message(run, name)
+    for name in ("test_awaits_forever", "test_one_task_of_a_gather_hangs", "test_next"):
+        assert (pytester.path / f"torn-down-{name}").read_text() == "yes"
+
+
+@needs("anyio")
+@needs("trio")
+def test_a_hung_anyio_test_expires_on_both_backends_and_the_session_carries_on(
+    pytester, run_pytest
+):
+    """On trio the expiry is raised in the test's task (the main thread waits in anyio's
+    host loop): the run stays usable for the fixture's teardown and for the next test."""
+    pytester.makepyfile(ANYIO_TESTS)
+    run = run_pytest("--expiry=0.5", "-p", "anyio")
+    run.result.assert_outcomes(failed=2, passed=2)
+    assert_not_killed(run)
+    for backend in ("asyncio", "trio"):
+        name = f"test_sleeps_forever[{backend}]"
+        assert "Expired: still running in call after" in expiry_message(run, name)
+        assert (pytester.path / f"torn-down-{name}").read_text() == "yes"
+        assert (pytester.path / f"torn-down-test_next[{backend}]").read_text() == "yes"
+    trio_failure = run.testcase("test_sleeps_forever[trio]").find("failure")
+    assert trio_failure is not None and "await anyio.sleep_forever()" in (trio_failure.text or "")
+
+
+@needs("trio")
+def test_a_hung_trio_run_in_a_sync_test_expires_and_the_next_test_passes(pytester, run_pytest):
+    pytester.makepyfile(TRIO_RUN_TESTS)
+    run = run_pytest("--expiry=0.5")
+    run.result.assert_outcomes(failed=1, passed=1)
+    assert_not_killed(run)
+    assert "Expired: still running in call after" in expiry_message(run, "test_runs_trio_forever")
+    assert "TrioInternalError" not in run.output

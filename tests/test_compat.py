@@ -1,0 +1,105 @@
+"""Each private internal that ``pytest_expiry._compat`` relies on, checked against the
+installed pytest, pytest-xdist and trio: these fail loudly when one of them changes (run them
+against pre-releases with ``pip install --pre pytest pytest-xdist trio``)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from typing import Any
+
+import pytest
+
+from pytest_expiry import _compat
+from pytest_expiry.errors import Expired
+
+
+def test_pytest_fail_raises_the_class_expired_derives_from() -> None:
+    with pytest.raises(_compat.PytestFailure):
+        pytest.fail("x")
+    assert issubclass(Expired, _compat.PytestFailure)
+
+
+def test_the_capture_manager_can_be_disabled(pytestconfig: pytest.Config) -> None:
+    capture: Any = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    assert hasattr(capture, "global_and_fixture_disabled"), "pytest's capture manager changed"
+    with _compat.capture_disabled(pytestconfig):
+        pass
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xdist") is None, reason="needs pytest-xdist")
+def test_xdist_schedulers_keep_a_workqueue_of_node_ids() -> None:
+    from xdist.scheduler import LoadScopeScheduling  # noqa: PLC0415
+
+    options = {"tx": ["2*popen"], "numprocesses": 2}
+    config: Any = type("Config", (), {"getvalue": lambda self, name: options.get(name)})()
+    scheduler = LoadScopeScheduling(config)
+    assert isinstance(scheduler.workqueue, dict), "xdist's LoadScopeScheduling changed"
+    scheduler.workqueue["t.py"] = {"t.py::a": False, "t.py::b": False}
+    assert _compat.mark_done_in_xdist_queue(scheduler, "t.py::b")
+    assert scheduler.workqueue["t.py"] == {"t.py::a": False, "t.py::b": True}
+    assert not _compat.mark_done_in_xdist_queue(scheduler, "t.py::c")
+
+
+def test_an_asyncio_task_raises_the_error_at_the_await_where_it_waits() -> None:
+    async def waits() -> str:
+        try:
+            await asyncio.Event().wait()
+        except Expired as error:
+            return f"raised at the await: {error}"
+        return "not raised"
+
+    async def main() -> str:
+        task = asyncio.ensure_future(waits())
+        await asyncio.sleep(0)
+        assert _compat.raise_in_waiting_asyncio_task(task, Expired("late"))
+        return await task
+
+    assert asyncio.run(main()) == "raised at the await: late"
+
+
+def test_an_asyncio_task_awaiting_a_task_passes_the_error_to_the_waiting_one() -> None:
+    async def inner() -> None:
+        await asyncio.Event().wait()
+
+    async def main() -> type[BaseException] | None:
+        inner_task = asyncio.ensure_future(inner())
+        outer = asyncio.ensure_future(asyncio.wait_for(inner_task, None))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert _compat.raise_in_waiting_asyncio_task(outer, Expired("late"))
+        try:
+            await outer
+        except Expired:
+            return Expired
+        return None
+
+    assert asyncio.run(main()) is Expired
+
+
+def test_a_running_asyncio_task_is_left_alone() -> None:
+    async def main() -> bool:
+        return _compat.raise_in_waiting_asyncio_task(asyncio.current_task(), Expired("x"))
+
+    assert asyncio.run(main()) is False
+
+
+@pytest.mark.skipif(importlib.util.find_spec("trio") is None, reason="needs trio")
+def test_the_trio_main_task_raises_the_error_at_the_checkpoint_where_it_waits() -> None:
+    import trio  # noqa: PLC0415
+
+    delivered: list[bool] = []
+
+    async def main() -> str:
+        token = trio.lowlevel.current_trio_token()
+        token.run_sync_soon(
+            lambda: delivered.append(_compat.raise_in_waiting_trio_task(Expired("late")))
+        )
+        try:
+            await trio.sleep_forever()
+        except Expired as error:
+            return f"raised at the await: {error}"
+        return "not raised"
+
+    assert trio.run(main) == "raised at the await: late"
+    assert delivered == [True]

@@ -13,6 +13,7 @@ import pytest
 __all__ = [
     "PytestFailure",
     "capture_disabled",
+    "is_idle_pool_worker",
     "mark_done_in_xdist_queue",
     "raise_in_waiting_asyncio_task",
     "raise_in_waiting_trio_task",
@@ -77,3 +78,18 @@ def raise_in_waiting_asyncio_task(task: Any, error: BaseException) -> bool:
         return False
     waiter.set_exception(error)
     return True
+
+
+def is_idle_pool_worker(frame: Any) -> bool:
+    """Whether ``frame`` (a thread's innermost) is a ``concurrent.futures`` worker waiting for
+    its next job with none queued: inside the pool's private ``_worker`` loop (not in a job it
+    runs), whose ``work_queue`` is empty."""
+    if frame is None:
+        return False
+    code = frame.f_code
+    if code.co_name != "_worker" or not code.co_filename.replace("\\", "/").endswith(
+        "concurrent/futures/thread.py"
+    ):
+        return False
+    queue = frame.f_locals.get("work_queue")
+    return queue is None or not queue.qsize()

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from types import FrameType
+from typing import TextIO
 
 __all__ = ["bound_exit", "shutting_down"]
 
@@ -58,6 +59,7 @@ def _end_exit(seconds: float, status: int) -> None:
         "exited (a non-daemon thread, a concurrent.futures job, an atexit handler or a "
         "child process being joined). What blocks it:\n"
     )
+    _name_the_tests_that_left_threads(out)
     out.flush()
     faulthandler.dump_traceback(file=out, all_threads=True)
     import psutil  # noqa: PLC0415 - needed only when the exit hangs
@@ -70,6 +72,15 @@ def _end_exit(seconds: float, status: int) -> None:
     out.write(f"pytest-expiry: exiting with the session's status {status}\n")
     out.flush()
     os._exit(status)
+
+
+def _name_the_tests_that_left_threads(out: TextIO) -> None:
+    from pytest_expiry.threadleaks import left_by  # noqa: PLC0415 - needed only here
+
+    for thread in threading.enumerate():
+        test = left_by(thread)
+        if test is not None and thread.is_alive():
+            out.write(f"pytest-expiry: thread {thread.name!r} was left running by {test}\n")
 
 
 def _watch(seconds: float, status: int) -> None:

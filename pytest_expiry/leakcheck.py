@@ -2,7 +2,8 @@
 no deadline and no watchdog. The session's tag (:mod:`pytest_expiry.lineage`) is added to the
 environment when the plugin is made and taken back, exactly, when it is closed; after each
 test's teardown, the processes it left running are reported (and, in ``kill``/``fail`` modes,
-ended); see :mod:`pytest_expiry.leaks`."""
+ended), and so are the busy non-daemon threads it left; see :mod:`pytest_expiry.leaks` and
+:mod:`pytest_expiry.threadleaks`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from pytest_expiry import lineage
 from pytest_expiry.leaks import LeakWatch
 from pytest_expiry.settings import Settings
+from pytest_expiry.threadleaks import ThreadWatch
 
 __all__ = ["LeakCheck"]
 
@@ -26,9 +28,11 @@ class LeakCheck:
         self.token = lineage.new_token()
         lineage.join(self.token)
         self.leaks = LeakWatch(settings.leaks, settings.grace, self.token)
+        self.threads = ThreadWatch()
 
     def pytest_runtest_logstart(self) -> None:
         self.leaks.begin()
+        self.threads.begin()
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -36,8 +40,10 @@ class LeakCheck:
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         changed = self.leaks.end_phase(call.when)
         report = yield
-        if changed and call.when == "teardown":
-            self._check(item, report)
+        if call.when == "teardown":
+            if changed:
+                self._check(item, report)
+            self._check_threads(item, report)
         return report
 
     def _check(self, item: pytest.Item, report: pytest.TestReport) -> None:
@@ -46,14 +52,30 @@ class LeakCheck:
             return
         from pytest_expiry.report import describe_leak  # noqa: PLC0415 - rare path
 
-        text = describe_leak(record)
+        self._attach(report, record, describe_leak(record), "leaked processes")
+        report.user_properties.append(("expiry_leaked", " ".join(map(str, record["pids"]))))
+
+    def _check_threads(self, item: pytest.Item, report: pytest.TestReport) -> None:
+        record = self.threads.check(item.nodeid, self.leaks.mode)
+        if record is None:
+            return
+        from pytest_expiry.threadleaks import describe_threads  # noqa: PLC0415 - rare path
+
+        self._attach(
+            report, record, describe_threads(record), "threads left running after teardown"
+        )
+        names = " ".join(repr(thread["name"]) for thread in record["threads"])
+        report.user_properties.append(("expiry_leaked_threads", names))
+
+    def _attach(
+        self, report: pytest.TestReport, record: dict[str, Any], text: str, title: str
+    ) -> None:
         if self.leaks.mode == "fail" and report.passed:
             report.outcome = "failed"
             report.longrepr = text
         else:
-            report.sections.append(("expiry: leaked processes", text))
+            report.sections.append((f"expiry: {title}", text))
         report.expiry = [*(getattr(report, "expiry", None) or []), record]  # type: ignore[attr-defined]
-        report.user_properties.append(("expiry_leaked", " ".join(map(str, record["pids"]))))
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, object, object]:
@@ -61,11 +83,12 @@ class LeakCheck:
         not to the test during whose setup it happened."""
         if fixturedef.scope == "function":
             return (yield)
-        before = self.leaks.mark()
+        before, threads = self.leaks.mark(), self.threads.snapshot()
         try:
             return (yield)
         finally:
             self.leaks.owned_by_fixture(before, self.leaks.mark())
+            self.threads.owned_by_fixture(threads)
 
     def pytest_keyboard_interrupt(self) -> None:
         self._interrupted = True

@@ -161,6 +161,11 @@ class ExpiryLog:
             )
         for record in self.of_kind("leaked"):
             lines.append(f"LEAKED {describe_leak(record)}")
+        for record in self.of_kind("leaked_thread"):
+            lines.extend(
+                f"LEAKED thread {thread['name']!r} started by {record['nodeid']}"
+                for thread in record["threads"]
+            )
         not_run = self.of_kind("not_run")
         if not_run:
             lines.append(f"SESSION BUDGET exceeded: {len(not_run)} tests not run")
@@ -181,6 +186,7 @@ class ExpiryLog:
             "slow": len(self.of_kind("slow")),
             "not_run": len(self.of_kind("not_run")),
             "leaked": len(self.of_kind("leaked")),
+            "leaked_threads": sum(len(r["threads"]) for r in self.of_kind("leaked_thread")),
             "events": self.records,
         }
         try:

@@ -1,0 +1,102 @@
+"""Threads a test leaves running after its teardown (part of ``--expiry-leaks``).
+
+The rule: a thread is LEAKED by a test when, after the test's teardown, it is alive, is not a
+daemon (so the interpreter's exit waits for it), appeared during the test, and is busy: an
+idle ``concurrent.futures`` worker waiting for its next job is not a leak (its executor joins
+it at exit), one still running a job is. Threads that appeared while a fixture of wider scope
+than ``function`` was set up belong to that fixture. A worker of an older pool that was idle
+when the test began and runs a job after its teardown runs a job the test left: it is
+reported too.
+
+A thread cannot be ended from outside, so every mode reports it (``fail`` also errors the
+test, as it does for processes). The test that left each thread is remembered, so that an
+exit the thread then blocks can name it (:func:`left_by`).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import traceback
+import weakref
+from typing import Any
+
+from pytest_expiry import _compat
+
+__all__ = ["ThreadWatch", "describe_threads", "left_by"]
+
+_LEFT_BY: weakref.WeakKeyDictionary[threading.Thread, str] = weakref.WeakKeyDictionary()
+
+
+def left_by(thread: threading.Thread) -> str | None:
+    """The node id of the test that left ``thread`` running, if one did."""
+    return _LEFT_BY.get(thread)
+
+
+class ThreadWatch:
+    """Per test: :meth:`begin`, then :meth:`check` after the teardown."""
+
+    def __init__(self) -> None:
+        self._before: set[threading.Thread] = set(threading.enumerate())
+        self._idle: set[threading.Thread] = set()
+        self._owned: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+    def begin(self) -> None:
+        self._before = set(threading.enumerate())
+        self._idle = _idle_workers() if len(self._before) > 1 else set()
+
+    def snapshot(self) -> set[threading.Thread]:
+        return set(threading.enumerate())
+
+    def owned_by_fixture(self, before: set[threading.Thread]) -> None:
+        """Threads that appeared since ``before`` (a :meth:`snapshot` taken when a wider-scoped
+        fixture began its setup) belong to that fixture."""
+        self._owned.update(t for t in threading.enumerate() if t not in before)
+
+    def check(self, nodeid: str, action: str) -> dict[str, Any] | None:
+        """The record of the threads ``nodeid`` left busy, if any."""
+        frames = sys._current_frames()
+        leaked = [
+            thread
+            for thread in threading.enumerate()
+            if (thread not in self._before or thread in self._idle)
+            and thread not in self._owned
+            and not thread.daemon
+            and thread.is_alive()
+            and not _compat.is_idle_pool_worker(frames.get(thread.ident or 0))
+        ]
+        self._before = set(threading.enumerate())
+        if not leaked:
+            return None
+        for thread in leaked:
+            _LEFT_BY[thread] = nodeid
+        return {
+            "event": "leaked_thread",
+            "nodeid": nodeid,
+            "phase": "teardown",
+            "action": action,
+            "threads": [_describe(thread, frames.get(thread.ident or 0)) for thread in leaked],
+        }
+
+
+def _idle_workers() -> set[threading.Thread]:
+    frames = sys._current_frames()
+    return {
+        thread
+        for thread in threading.enumerate()
+        if _compat.is_idle_pool_worker(frames.get(thread.ident or 0))
+    }
+
+
+def _describe(thread: threading.Thread, frame: Any) -> dict[str, Any]:
+    stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
+    return {"name": thread.name, "ident": thread.ident, "stack": stack}
+
+
+def describe_threads(record: dict[str, Any]) -> str:
+    """The text of a leaked-thread record: each thread, the test that left it, its stack."""
+    lines = []
+    for thread in record["threads"]:
+        lines.append(f"thread {thread['name']!r} started by {record['nodeid']} is still running")
+        lines.extend(f"  {line}" for line in thread["stack"].rstrip().splitlines())
+    return "\n".join(lines)

@@ -55,17 +55,21 @@ class ThreadWatch:
 
     def check(self, nodeid: str, action: str) -> dict[str, Any] | None:
         """The record of the threads ``nodeid`` left busy, if any."""
-        frames = sys._current_frames()
-        leaked = [
+        candidates = [
             thread
             for thread in threading.enumerate()
             if (thread not in self._before or thread in self._idle)
             and thread not in self._owned
             and not thread.daemon
-            and thread.is_alive()
-            and not _compat.is_idle_pool_worker(frames.get(thread.ident or 0))
         ]
-        self._before = set(threading.enumerate())
+        if not candidates:  # the common case: no frame is read
+            return None
+        frames = sys._current_frames()
+        leaked = [
+            thread
+            for thread in candidates
+            if thread.is_alive() and not _compat.is_idle_pool_worker(frames.get(thread.ident or 0))
+        ]
         if not leaked:
             return None
         for thread in leaked:

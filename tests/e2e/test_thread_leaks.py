@@ -84,6 +84,15 @@ def test_a_busy_thread_or_job_left_by_a_test_is_reported_and_nothing_else(
     )
 
 
+def test_without_the_plugin_the_same_suite_has_the_same_outcomes(
+    warned: Any, run_pytest: Any
+) -> None:
+    """Reporting a thread changes nothing a test observes: the differential run."""
+    bare = run_pytest("-p", "no:expiry", "-p", "no:randomly")
+    assert bare.result.parseoutcomes() == warned.result.parseoutcomes()
+    assert bare.result.ret == warned.result.ret == 0
+
+
 def test_the_report_of_a_leaked_thread_has_its_stack_and_a_junit_property(
     warned: Any, pytester: pytest.Pytester
 ) -> None:

@@ -13,10 +13,12 @@ import pytest
 __all__ = [
     "PytestFailure",
     "capture_disabled",
+    "end_progress_line",
     "is_idle_pool_worker",
     "mark_done_in_xdist_queue",
     "raise_in_waiting_asyncio_task",
     "raise_in_waiting_trio_task",
+    "trio_main_task",
 ]
 
 if TYPE_CHECKING:
@@ -33,6 +35,15 @@ def capture_disabled(config: pytest.Config) -> Any:
     capture: Any = config.pluginmanager.get_plugin("capturemanager")
     method = getattr(capture, "global_and_fixture_disabled", None)
     return method() if method is not None else contextlib.nullcontext()
+
+
+def end_progress_line(reporter: Any) -> None:
+    """End the terminal reporter's line of progress letters, if one is open, so that the next
+    ``write_line`` starts a line of its own. Under xdist the letters leave ``currentfspath``
+    unset, so ``ensure_newline`` alone does not see them (the writer's private width does)."""
+    reporter.ensure_newline()
+    if reporter._tw.width_of_current_line:
+        reporter._tw.line()
 
 
 def mark_done_in_xdist_queue(sched: Any, nodeid: str) -> bool:
@@ -52,9 +63,7 @@ def raise_in_waiting_trio_task(error: BaseException) -> bool:
     (``Runner.main_task`` and ``Task._attempt_abort``, private). A task blocked in a nursery
     gets it the same way: added to the nursery's errors, its children cancelled. False if the
     main task is not blocked now."""
-    from trio._core._run import GLOBAL_RUN_CONTEXT  # noqa: PLC0415
-
-    task = GLOBAL_RUN_CONTEXT.runner.main_task
+    task = trio_main_task()
     if task is None or task._abort_func is None:
         return False
 
@@ -64,6 +73,14 @@ def raise_in_waiting_trio_task(error: BaseException) -> bool:
 
     task._attempt_abort(raise_error)
     return True
+
+
+def trio_main_task() -> Any:
+    """The task running the function given to ``trio.run`` (``Runner.main_task``, private),
+    from inside the run; None before it starts."""
+    from trio._core._run import GLOBAL_RUN_CONTEXT  # noqa: PLC0415
+
+    return GLOBAL_RUN_CONTEXT.runner.main_task
 
 
 def raise_in_waiting_asyncio_task(task: Any, error: BaseException) -> bool:

@@ -18,19 +18,22 @@ where that task waits: the test fails at its own line and the loop stays usable.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import sys
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from pytest_expiry import _compat
+from pytest_expiry import _compat, looptasks
 
-__all__ = ["deliver_into_loop"]
+__all__ = ["deliver_into_loop", "end_at_the_await"]
 
 _TASK_CODE = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
 _TRIO_MACHINERY = (f"{os.sep}trio{os.sep}", f"{os.sep}anyio{os.sep}_backends{os.sep}_trio.py")
 _ASYNCIO_MACHINERY = (f"{os.sep}asyncio{os.sep}", f"{os.sep}selectors.py")
+_FRAMEWORKS = frozenset({"trio", "outcome", "anyio", "asyncio", "sniffio"})
 _RETRIES = 100  # scheduler passes to wait for the main task to block again
 
 
@@ -41,18 +44,18 @@ def deliver_into_loop(error: BaseException, frame: FrameType | None, test_file: 
     frame, or it is a task's own code, or no task of the test can be found."""
     machinery = _innermost_machinery(frame)
     if machinery == "trio":
-        return _deliver_into_trio(error)
+        return _deliver_into_trio(error, test_file)
     if machinery == "asyncio":
         return _deliver_into_asyncio(error, test_file)
     return False
 
 
-def _deliver_into_trio(error: BaseException) -> bool:
+def _deliver_into_trio(error: BaseException, test_file: str) -> bool:
     import trio  # noqa: PLC0415 - imported by the test already
 
     try:
         token = trio.lowlevel.current_trio_token()
-        token.run_sync_soon(_raise_in_main_task, error, 0)
+        token.run_sync_soon(_list_tasks_and_raise, error, test_file)
     except (RuntimeError, trio.RunFinishedError):
         return False
     return True
@@ -82,20 +85,45 @@ def _deliver_into_asyncio(error: BaseException, test_file: str) -> bool:
     task = _task_of_the_test(asyncio.all_tasks(loop), test_file)
     if task is None:
         return False
+    _note_tasks(error, lambda: looptasks.asyncio_tasks(asyncio.all_tasks(loop), task, test_file))
     loop.call_soon_threadsafe(_compat.raise_in_waiting_asyncio_task, task, error)
     return True
 
 
+def _note_tasks(error: BaseException, listing: Callable[[], list[dict[str, Any]]]) -> None:
+    """Put the loop's pending tasks on ``error`` (an :class:`~pytest_expiry.Expired`); a
+    listing that fails (a framework's internals changed) leaves the report without it."""
+    with contextlib.suppress(Exception):  # the expiry itself must still be delivered
+        error.pending_tasks = listing()  # type: ignore[attr-defined]
+
+
+def _list_tasks_and_raise(error: BaseException, test_file: str) -> None:
+    """Run by trio (``run_sync_soon``): list the run's tasks, then raise ``error`` in its
+    main task."""
+    _note_tasks(error, lambda: looptasks.trio_tasks(test_file))
+    _raise_in_main_task(error, 0)
+
+
 def _task_of_the_test(tasks: set[Any], test_file: str) -> Any:
-    """The task whose await chain has a frame in ``test_file``: the one running the test."""
+    """The task running the test: of those whose await chain has a frame in ``test_file``,
+    one with a ``test*`` function in it (the test itself, not a helper task it started whose
+    expiry would never reach it), by name where several do (``all_tasks`` has no order)."""
+    ranked = []
     for task in tasks:
-        awaited = task.get_coro()
-        while awaited is not None:
-            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
-            if frame is not None and frame.f_code.co_filename == test_file:
-                return task
-            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
-    return None
+        names = _functions_in_file(task.get_coro(), test_file)
+        if names:
+            ranked.append((not any(n.startswith("test") for n in names), task.get_name(), task))
+    return min(ranked, key=lambda entry: entry[:2])[2] if ranked else None
+
+
+def _functions_in_file(awaited: Any, test_file: str) -> list[str]:
+    names = []
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+        if frame is not None and frame.f_code.co_filename == test_file:
+            names.append(frame.f_code.co_name)
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    return names
 
 
 def _raise_in_main_task(error: BaseException, tries: int) -> None:
@@ -106,3 +134,25 @@ def _raise_in_main_task(error: BaseException, tries: int) -> None:
     import trio  # noqa: PLC0415
 
     trio.lowlevel.current_trio_token().run_sync_soon(_raise_in_main_task, error, tries + 1)
+
+
+def end_at_the_await(error: BaseException, test_file: str) -> None:
+    """Cut ``error``'s traceback after its innermost frame in ``test_file`` when everything
+    below that frame is an async framework's own code (``trio.sleep_forever`` down to
+    ``outcome``'s ``unwrap``): the failure then ends at the test's ``await``, as an asyncio
+    test's already does. A traceback that goes on into other code is left whole."""
+    last_in_test = None
+    entry = error.__traceback__
+    while entry is not None:
+        if entry.tb_frame.f_code.co_filename == test_file:
+            last_in_test = entry
+        elif last_in_test is not None and not _in_framework(entry.tb_frame):
+            return
+        entry = entry.tb_next
+    if last_in_test is not None:
+        last_in_test.tb_next = None
+
+
+def _in_framework(frame: FrameType) -> bool:
+    module = str(frame.f_globals.get("__name__", ""))
+    return module.partition(".")[0] in _FRAMEWORKS or bool(frame.f_locals.get("__tracebackhide__"))

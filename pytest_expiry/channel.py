@@ -215,6 +215,18 @@ class ChannelClient(TimerClient):
         except OSError as error:
             raise ChannelError(f"the expiry watchdog went away: {error}") from error
 
+    def watchdog_pid(self) -> int | None:
+        """The pid of the watchdog at the other end (``SO_PEERCRED``, Linux); None elsewhere."""
+        option = getattr(socket, "SO_PEERCRED", None)
+        if option is None or not self._sock.ours():
+            return None
+        try:
+            credentials = self._sock.sock.getsockopt(socket.SOL_SOCKET, option, 12)
+        except OSError:
+            return None
+        pid: int = struct.unpack("3i", credentials)[0]
+        return pid
+
     @property
     def connected(self) -> bool:
         """Whether the stream socket (events, frames) is still this client's."""

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from pytest_expiry._compat import capture_disabled
+from pytest_expiry._compat import capture_disabled, end_progress_line
 from pytest_expiry.exitguard import bound_exit
 from pytest_expiry.launcher import WatchdogProcess
-from pytest_expiry.report import ExpiryLog
+from pytest_expiry.report import ExpiryLog, slow_line
 from pytest_expiry.settings import Settings
 from pytest_expiry.signals import ExpirySignals
 
@@ -32,6 +32,7 @@ class ExpiryController:
         self.signals = signals
         self.watchdog: WatchdogProcess | None = None
         self.log = ExpiryLog()
+        self._slow_lines: list[str] = []
         self.exit_status = 0
 
     def watchdog_address(self, fresh: bool = False) -> tuple[str, ExpirySignals]:
@@ -42,7 +43,7 @@ class ExpiryController:
             self.watchdog.stop()
             self.watchdog = None
         if self.watchdog is None:
-            # the watchdog writes SLOW notices to the real terminal, not to a capture file
+            # what the watchdog says (a failure of its own) goes to the real terminal
             with capture_disabled(self._config):
                 self.watchdog = WatchdogProcess.launch(
                     self._settings.grace,
@@ -64,14 +65,30 @@ class ExpiryController:
         if s.timeout_compat:
             details.append("pytest-timeout markers honoured")
         details.append(f"child stacks: {_child_stacks(s)}")
+        details.append(f"native frames: {_native_unwinder()}")
         if not s.debugger_pause:
             details.append("not paused in a debugger")
         notes = [f"expiry: {note}" for note in s.header_notes]
         return [f"expiry: {deadline} ({', '.join(details)})", *notes]
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if getattr(report, "expiry", None):
-            self.log.add_report(report)
+        records = getattr(report, "expiry", None)
+        if not records:
+            return
+        self.log.add_report(report)
+        self._slow_lines.extend(slow_line(r) for r in records if r["event"] == "slow")
+
+    @pytest.hookimpl(trylast=True)  # after the terminal reporter has ended the test's progress
+    def pytest_runtest_logfinish(self) -> None:
+        """SLOW lines go out once the test has ended (so never for a test that expired), each
+        on its own line between pytest's progress lines."""
+        reporter: Any = self._config.pluginmanager.get_plugin("terminalreporter")
+        lines, self._slow_lines = self._slow_lines, []
+        if reporter is None or not lines:
+            return
+        end_progress_line(reporter)
+        for line in lines:
+            reporter.write_line(line, yellow=True)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if getattr(report, "expiry", None):
@@ -95,6 +112,15 @@ class ExpiryController:
             self.watchdog = None
         if self._settings.exit:
             bound_exit(self._settings.exit, self.exit_status)
+
+
+def _native_unwinder() -> str:
+    import os  # noqa: PLC0415
+
+    from pytest_expiry.native import find_native_unwinder  # noqa: PLC0415
+
+    found = find_native_unwinder()
+    return os.path.basename(found) if found else "none (install pytest-expiry[native])"
 
 
 def _child_stacks(settings: Settings) -> str:

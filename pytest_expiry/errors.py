@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import doctest
+from typing import Any
 
 from pytest_expiry._compat import PytestFailure
 
-__all__ = ["Expired", "is_expiry"]
+__all__ = ["Expired", "find_expiry", "is_expiry"]
 
 
 class Expired(PytestFailure):
@@ -21,23 +22,36 @@ class Expired(PytestFailure):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, pytrace=True)
+        self.pending_tasks: list[dict[str, Any]] = []
+        """For an async test: its event loop's pending tasks (:mod:`pytest_expiry.looptasks`)."""
 
 
 Expired.__module__ = "pytest_expiry"  # reports name it by its public path
 
 
-def is_expiry(error: BaseException | None) -> bool:
-    """Whether ``error`` is an :class:`Expired`, was raised while handling one (``raise
-    RuntimeError(...) from expired``, or an exception raised in an ``except`` block), or
-    wraps one as doctest's ``UnexpectedException`` does (its ``exc_info``)."""
+def find_expiry(error: BaseException | None) -> Expired | None:
+    """The :class:`Expired` that ``error`` is, was raised while handling (``raise
+    RuntimeError(...) from expired``, or an exception raised in an ``except`` block), holds
+    (an exception group, as a trio nursery or an anyio task group raises), or wraps as
+    doctest's ``UnexpectedException`` does (its ``exc_info``); None if there is none."""
     seen: set[int] = set()
-    while error is not None and id(error) not in seen:
+    pending = [error]
+    while pending:
+        error = pending.pop()
+        if error is None or id(error) in seen:
+            continue
         if isinstance(error, Expired):
-            return True
+            return error
         seen.add(id(error))
         wrapped = getattr(error, "exc_info", None)
         if isinstance(error, doctest.UnexpectedException) and wrapped:
-            error = wrapped[1]
-        else:
-            error = error.__cause__ or error.__context__
-    return False
+            pending.append(wrapped[1])
+            continue
+        pending.extend(getattr(error, "exceptions", None) or ())  # an exception group
+        pending.append(error.__cause__ or error.__context__)
+    return None
+
+
+def is_expiry(error: BaseException | None) -> bool:
+    """Whether ``error`` is or carries an :class:`Expired` (see :func:`find_expiry`)."""
+    return find_expiry(error) is not None

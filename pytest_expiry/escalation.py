@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 
 from pytest_expiry import procs
+from pytest_expiry.labels import label_descendant
 from pytest_expiry.signals import ExpirySignals, signal_main_thread
 from pytest_expiry.stacks import catches, collect_stacks
 from pytest_expiry.timer.api import TimerRequest, clock
@@ -35,6 +36,7 @@ class LadderSettings:
     signals: ExpirySignals
     stacks_directory: str
     unwinder: str | None = None  # py-spy, for processes that hold no handler of ours
+    native: str | None = None  # py-spy, gdb or eu-stack: native frames before a hard kill
 
 
 def _describe(process: psutil.Process, role: str) -> dict[str, Any]:
@@ -45,6 +47,24 @@ def _describe(process: psutil.Process, role: str) -> dict[str, Any]:
     except psutil.Error:
         cmdline, ppid = [], None
     return {"pid": process.pid, "ppid": ppid, "role": role, "cmdline": cmdline}
+
+
+def _label(records: list[dict[str, Any]], worker: psutil.Process) -> None:
+    """Say what each descendant is (:mod:`pytest_expiry.labels`)."""
+    by_pid = {record["pid"]: record for record in records}
+    for record in records:
+        if record["pid"] == worker.pid:
+            continue
+        parent = by_pid.get(record["ppid"], {}).get("cmdline") or _cmdline(record["ppid"])
+        record["label"] = label_descendant(record["cmdline"], parent, record["stack"])
+
+
+def _cmdline(pid: int) -> list[str]:
+    """The command line of a process left out of the records (the fork server is shared)."""
+    try:
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return []
 
 
 class Escalation:
@@ -122,10 +142,25 @@ class Escalation:
         for record in records:
             record["stack"] = stacks.get(record["pid"])
             record["signals"] = ending.signals.get(record["pid"], [])
+        _label(records, worker)
         if hard_killed:
+            self._read_native_frames(worker, records)
             # told first: whoever reads the killed process's output may stop at its death
             self._before_hard_kill(worker.pid, event)
             late = procs.end_processes([worker, *procs.tree_of(worker)], grace=0)
             for record in records:
                 record["signals"] += late.signals.get(record["pid"], [])
         return event
+
+    def _read_native_frames(self, worker: psutil.Process, records: list[dict[str, Any]]) -> None:
+        """Each thread's native frames, for the test process (stuck in C: its Python stack
+        ends at the call) and the descendants still alive, bounded by ``native.LIMIT``."""
+        if self._settings.native is None:
+            return
+        from pytest_expiry.native import native_stacks  # noqa: PLC0415 - the rare path
+
+        alive = [worker.pid] + [p.pid for p in procs.tree_of(worker)]
+        frames = native_stacks(alive, self._settings.native)
+        for record in records:
+            if record["pid"] in frames:
+                record["native"] = frames[record["pid"]]

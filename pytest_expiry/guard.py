@@ -75,13 +75,11 @@ class Guard:
         self,
         channel: ChannelClient,
         interrupt_signal: int,
-        slow_fraction: float,
         debugger_pause: bool = True,
     ) -> None:
         self._debugger_pause = debugger_pause  # False: a debugger does not stop the clock
         self._channel: ChannelClient | None = channel
         self._events_path = os.path.join(channel.directory, EVENTS_NAME)
-        self._slow_fraction = slow_fraction
         self.scope: ActiveScope | None = None
         self.phase: str | None = None
         self.broken: str | None = None
@@ -99,10 +97,9 @@ class Guard:
         self._sending = True  # the handler must not interleave a write with this one
         try:
             if scope is not None:
-                slow_at = scope.armed_at + self._slow_fraction * scope.seconds
-                slow_at = slow_at if self._slow_fraction and slow_at > clock() else 0
                 published = scope.deadline if deadline is None else deadline
-                self._channel.arm(scope.nodeid, published, slow_at, scope.armed_at)
+                # SLOW is told when the test ends (report.py), not by the watchdog meanwhile
+                self._channel.arm(scope.nodeid, published, 0.0, scope.armed_at)
             else:
                 self._channel.disarm()
         except ChannelError as error:

@@ -17,7 +17,9 @@ from pytest_expiry.leaks import LeakWatch
 from pytest_expiry.settings import Settings
 from pytest_expiry.threadleaks import ThreadWatch
 
-__all__ = ["LeakCheck"]
+__all__ = ["EXIT_BLOCKERS_KEY", "LeakCheck"]
+
+EXIT_BLOCKERS_KEY = "expiry_exit_blockers"
 
 
 class LeakCheck:
@@ -29,6 +31,18 @@ class LeakCheck:
         lineage.join(self.token)
         self.leaks = LeakWatch(settings.leaks, settings.grace, self.token)
         self.threads = ThreadWatch()
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """On an xdist worker: the threads that will hold its exit go to the controller with
+        the worker's last message (it sees nothing of the worker after that)."""
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is None:
+            return
+        from pytest_expiry.threadleaks import exit_blockers  # noqa: PLC0415 - once
+
+        blockers = exit_blockers()
+        if blockers:
+            workeroutput[EXIT_BLOCKERS_KEY] = blockers
 
     def pytest_runtest_logstart(self) -> None:
         self.leaks.begin()

@@ -213,11 +213,14 @@ def _describe(process: psutil.Process, phase: str) -> dict[str, Any] | None:
     import psutil  # noqa: PLC0415
 
     from pytest_expiry import procs  # noqa: PLC0415
+    from pytest_expiry.labels import label_descendant  # noqa: PLC0415
 
     try:
         with process.oneshot():
-            described = {"pid": process.pid, "ppid": process.ppid(), "phase": phase}
-            described["cmdline"] = process.cmdline()
+            ppid, cmdline = process.ppid(), process.cmdline()
+        parent = psutil.Process(ppid).cmdline()
     except psutil.Error:
         return None
+    described = {"pid": process.pid, "ppid": ppid, "phase": phase, "cmdline": cmdline}
+    described["label"] = label_descendant(cmdline, parent, None)
     return None if procs.gone(process) else described

@@ -87,34 +87,45 @@ def gone(process: psutil.Process) -> bool:
 _SHARED_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
 
 
+def _command(process: psutil.Process) -> str | None:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return None
+
+
+def _helper_in(command: str | None) -> str | None:
+    return next((h for h in _SHARED_HELPERS if command and h in command), None)
+
+
 def is_shared_helper(process: psutil.Process) -> bool:
     """multiprocessing's resource tracker and fork server: started once, shared by every
-    later test, and ending by themselves with their parent. They are never the hang."""
-    try:
-        command = " ".join(process.cmdline())
-    except psutil.Error:
+    later test, and ending by themselves with their parent. They are never the hang. The
+    fork server's children carry its command line (they are forks of it) but are the test's
+    own processes: a process whose parent runs the same helper is not one."""
+    helper = _helper_in(_command(process))
+    if helper is None:
         return False
-    return any(helper in command for helper in _SHARED_HELPERS)
+    try:
+        parent = process.parent()
+    except psutil.Error:
+        return True
+    return parent is None or _helper_in(_command(parent)) != helper
 
 
 # Never a test's leak: the plugin's own watchdog (its controller stops it), and the gateways of
 # pytest-xdist/execnet (a worker still shutting down when the test that ran it ended).
-_INFRASTRUCTURE = (
-    *_SHARED_HELPERS,
-    "-m pytest_expiry.watchdog",
-    "import sys;exec(eval(sys.stdin.readline()))",
-)
+_INFRASTRUCTURE = ("-m pytest_expiry.watchdog", "import sys;exec(eval(sys.stdin.readline()))")
 
 
 def never_leaked(process: psutil.Process) -> bool:
     """Processes leak detection never reports or ends: multiprocessing's shared helpers, our
     watchdog, and execnet gateways (xdist workers). False when the command line cannot be
     read (the caller decides what a process that cannot be described is)."""
-    try:
-        command = " ".join(process.cmdline())
-    except psutil.Error:
+    command = _command(process)
+    if command is None:
         return False
-    return any(marker in command for marker in _INFRASTRUCTURE)
+    return is_shared_helper(process) or any(marker in command for marker in _INFRASTRUCTURE)
 
 
 def tree_of(process: psutil.Process) -> list[psutil.Process]:

@@ -7,7 +7,25 @@ from typing import Any
 
 import pytest
 
-__all__ = ["add_record", "attach", "report_marker_errors"]
+from pytest_expiry.errors import find_expiry
+from pytest_expiry.report import iso_time
+
+__all__ = ["add_record", "attach", "report_marker_errors", "where_it_hung"]
+
+
+def where_it_hung(excinfo: pytest.ExceptionInfo[BaseException] | None) -> dict[str, Any] | None:
+    """The frame the expiry was raised in, as ``{"file", "line", "function"}``: the innermost
+    entry of its traceback that pytest would show (our own frames hide themselves). None
+    when the failure carries no expiry (the test swallowed it and failed otherwise)."""
+    expired = find_expiry(excinfo.value) if excinfo is not None else None
+    if expired is None or expired.__traceback__ is None:
+        return None
+    own = pytest.ExceptionInfo.from_exception(expired)
+    shown = own.traceback.filter(own)
+    if not shown:
+        return None
+    entry = shown[-1]
+    return {"file": str(entry.path), "line": entry.lineno + 1, "function": entry.name}
 
 
 def report_marker_errors(session: pytest.Session, errors: dict[pytest.Item, str]) -> None:
@@ -25,6 +43,7 @@ def report_marker_errors(session: pytest.Session, errors: dict[pytest.Item, str]
 def add_record(report: pytest.TestReport | pytest.CollectReport, record: dict[str, Any]) -> None:
     """Records travel on the report as ``report.expiry``, a list (a teardown can both leak
     and expire), so that they reach the xdist controller with it."""
+    record.setdefault("at", iso_time())
     report.expiry = [*(getattr(report, "expiry", None) or []), record]  # type: ignore[union-attr]
 
 

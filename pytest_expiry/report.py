@@ -7,6 +7,7 @@ them there, in one place, for the summary and the JSON file.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shlex
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_expiry.history import Learned
+from pytest_expiry.looptasks import describe_tasks
 
 if TYPE_CHECKING:  # the watchdog process uses this module without importing pytest
     import pytest
@@ -26,12 +28,25 @@ __all__ = [
     "describe_leak",
     "expiry_record",
     "hard_kill_record",
+    "iso_time",
+    "slow_line",
 ]
 
 
 def _command(cmdline: list[str]) -> str:
     text = shlex.join(cmdline) if cmdline else "?"
     return text if len(text) <= 100 else text[:97] + "..."
+
+
+def iso_time(seconds: float | None = None) -> str:
+    """``seconds`` since the epoch (default: now) as ISO 8601 in UTC, to the millisecond."""
+    utc = datetime.timezone.utc
+    moment = (
+        datetime.datetime.now(utc)
+        if seconds is None
+        else datetime.datetime.fromtimestamp(seconds, utc)
+    )
+    return moment.isoformat(timespec="milliseconds")
 
 
 def expiry_record(
@@ -48,9 +63,17 @@ def expiry_record(
         "pids": [p["pid"] for p in processes],
         "signals": {str(p["pid"]): p["signals"] for p in processes if p["signals"]},
         "stacks": {str(p["pid"]): p["stack"] for p in processes if p.get("stack")},
-        "processes": [{k: p[k] for k in ("pid", "ppid", "role", "cmdline")} for p in processes],
+        "native": {str(p["pid"]): p["native"] for p in processes if p.get("native")},
+        "processes": [
+            {
+                "label": p.get("label", p["role"]),
+                **{k: p[k] for k in ("pid", "ppid", "role", "cmdline")},
+            }
+            for p in processes
+        ],
         "survivors": (event or {}).get("survivors", []),
         "interruptible": (event or {}).get("interruptible", True),
+        "at": iso_time((event or {}).get("wall_time")),
     }
 
 
@@ -85,6 +108,10 @@ def deadline_text(record: dict[str, Any]) -> str:
     return f"deadline {round(record['deadline'], 3):g} s"
 
 
+def _label(process: dict[str, Any]) -> str:
+    return str(process.get("label") or process["role"])
+
+
 def describe_expiry(record: dict[str, Any]) -> str:
     """The text of the failure's expiry section: processes, signals, then every stack."""
     where = f" in {record['phase']}" if record["phase"] != "unknown" else ""
@@ -97,15 +124,25 @@ def describe_expiry(record: dict[str, Any]) -> str:
     if not record["processes"]:
         lines.append("the watchdog's account did not arrive: no stacks or process list")
     stacks, signals = record["stacks"], record["signals"]
+    width = max((len(_label(p)) for p in record["processes"]), default=0)
     for process in record["processes"]:
         sent = ", ".join(signals.get(str(process["pid"]), [])) or "-"
         lines.append(
-            f"  pid {process['pid']:>7}  {process['role']:<12}  signals: {sent:<16}  "
+            f"  pid {process['pid']:>7}  {_label(process):<{width}}  signals: {sent:<16}  "
             f"{_command(process['cmdline'])}"
         )
+    if record.get("tasks"):
+        lines.append("\n--- pending tasks of the test's event loop, most recent call first ---")
+        lines.append(describe_tasks(record["tasks"]))
     for process in record["processes"]:
         pid = str(process["pid"])
-        lines.append(f"\n--- stacks of pid {pid} ({process['role']}), most recent call first ---")
+        native = record.get("native", {}).get(pid)
+        if native:  # above the Python frames: where a thread stuck in C really is
+            lines.append(
+                f"\n--- native frames of pid {pid} ({_label(process)}), most recent first ---"
+            )
+            lines.append(native)
+        lines.append(f"\n--- stacks of pid {pid} ({_label(process)}), most recent call first ---")
         lines.append(
             stacks.get(pid) or "(no Python stack: not a Python process, or it did not answer)"
         )
@@ -114,14 +151,35 @@ def describe_expiry(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def slow_line(record: dict[str, Any]) -> str:
+    """``SLOW t.py::test_x: 3.00 s of its 5 s deadline``, for a test that ended in time."""
+    return (
+        f"SLOW {record['nodeid']}: {record['elapsed']:.2f} s of its "
+        f"{round(record['deadline'], 3):g} s deadline"
+    )
+
+
+def _exit_blocked_lines(record: dict[str, Any]) -> list[str]:
+    lines = []
+    for thread in record["threads"]:
+        lines.append(
+            f"EXIT BLOCKED xdist worker {record['worker']}: thread {thread['name']!r} left "
+            f"running by {thread['test']}; the worker cannot exit until it ends"
+        )
+        lines.extend(f"  {line}" for line in thread["stack"].rstrip().splitlines())
+    return lines
+
+
 def describe_leak(record: dict[str, Any]) -> str:
     """The text of a LEAKED record: which processes outlived the test, and what was done."""
     done = {"kill": "ended", "fail": "ended", "warn": "left running"}[record["action"]]
     lines = [f"{record['nodeid']} left {len(record['pids'])} processes running ({done}):"]
+    width = max((len(p.get("label", "")) for p in record["processes"]), default=0)
     for process in record["processes"]:
         sent = ", ".join(record["signals"].get(str(process["pid"]), [])) or "-"
         lines.append(
-            f"  pid {process['pid']:>7}  signals: {sent:<16}  {_command(process['cmdline'])}"
+            f"  pid {process['pid']:>7}  {process.get('label', ''):<{width}}  "
+            f"signals: {sent:<16}  {_command(process['cmdline'])}"
         )
     return "\n".join(lines)
 
@@ -140,6 +198,11 @@ class ExpiryLog:
             attempt = int(getattr(report, "rerun", 0)) + 1  # a hard kill's record has none
             records = [{"attempt": attempt, **record, "run_again": True} for record in records]
         self.records.extend(records)
+
+    def add_exit_blockers(self, worker: str, threads: list[dict[str, Any]]) -> None:
+        """An xdist worker that cannot exit: the threads its tests left still running."""
+        record = {"event": "exit_blocked", "worker": worker, "threads": threads}
+        self.records.append({**record, "at": iso_time()})
 
     def of_kind(self, *kinds: str) -> list[dict[str, Any]]:
         return [r for r in self.records if r["event"] in kinds]
@@ -166,15 +229,13 @@ class ExpiryLog:
                 f"LEAKED thread {thread['name']!r} started by {record['nodeid']}"
                 for thread in record["threads"]
             )
+        for record in self.of_kind("exit_blocked"):
+            lines.extend(_exit_blocked_lines(record))
         not_run = self.of_kind("not_run")
         if not_run:
             lines.append(f"SESSION BUDGET exceeded: {len(not_run)} tests not run")
             lines.extend(f"NOT RUN {record['nodeid']}" for record in not_run)
-        for record in self.of_kind("slow"):
-            lines.append(
-                f"SLOW {record['nodeid']}: {record['elapsed']:.2f} s of its "
-                f"{round(record['deadline'], 3):g} s deadline"
-            )
+        lines.extend(slow_line(record) for record in self.of_kind("slow"))
         return lines
 
     def write_json(self, path: str, exit_status: int) -> None:
@@ -187,6 +248,7 @@ class ExpiryLog:
             "not_run": len(self.of_kind("not_run")),
             "leaked": len(self.of_kind("leaked")),
             "leaked_threads": sum(len(r["threads"]) for r in self.of_kind("leaked_thread")),
+            "exit_blocked": len(self.of_kind("exit_blocked")),
             "events": self.records,
         }
         try:

@@ -17,10 +17,12 @@ from pytest_expiry import stackhook
 from pytest_expiry.budget import SessionBudget
 from pytest_expiry.channel import ChannelClient, ChannelError, stacks_directory
 from pytest_expiry.doctests import point_at_the_hung_example
-from pytest_expiry.errors import is_expiry
+from pytest_expiry.errors import find_expiry
 from pytest_expiry.guard import ActiveScope, Guard
+from pytest_expiry.labels import name_xdist_worker
 from pytest_expiry.learning import deadline_source, resolve_deadline
-from pytest_expiry.records import add_record, attach, report_marker_errors
+from pytest_expiry.native import allow_tracing_by
+from pytest_expiry.records import add_record, attach, report_marker_errors, where_it_hung
 from pytest_expiry.settings import MarkerError, Settings
 from pytest_expiry.signals import ExpirySignals
 from pytest_expiry.stackhook import ChildEnvironment
@@ -66,15 +68,14 @@ class ExpiryRunner:
     def _start_guard(self, fresh: bool = False) -> Guard | None:
         try:
             directory, signals = self._connect(fresh)
-            guard = Guard(
-                ChannelClient(directory),
-                signals.interrupt,
-                self._settings.slow,
-                self._settings.debugger_pause,
-            )
+            channel = ChannelClient(directory)
+            guard = Guard(channel, signals.interrupt, self._settings.debugger_pause)
         except (ChannelError, OSError) as error:
             self.unavailable = str(error)
             return None
+        watchdog = channel.watchdog_pid()
+        if watchdog is not None:
+            allow_tracing_by(watchdog)  # for its native unwinder, where Yama restricts ptrace
         stacks = stacks_directory(directory)
         if getattr(self._settings, "child_stacks", "auto") == "hook":
             self._environment.set(stackhook.ENV_STACKS, f"{signals.stacks}:{stacks}")
@@ -205,6 +206,11 @@ class ExpiryRunner:
             # than the grace period (deep tracebacks, slow reprs, a loaded machine)
             guard.rearm(scope.seconds)
             point_at_the_hung_example(item, call)
+            expired = find_expiry(call.excinfo.value) if call.excinfo is not None else None
+            if expired is not None:
+                from pytest_expiry.asyncdelivery import end_at_the_await  # noqa: PLC0415
+
+                end_at_the_await(expired, str(item.path))
         report = yield
         if guard is not None and scope is not None:
             if scope.expired_in == call.when:
@@ -255,13 +261,20 @@ class ExpiryRunner:
         item: pytest.Item,
     ) -> None:
         record = {**self._account(guard, scope, call.when), "attempt": item.stash.get(_ATTEMPT, 1)}
+        record["hung_at"] = where_it_hung(call.excinfo)
+        worker_id = getattr(self._config, "workerinput", {}).get("workerid")
+        if worker_id:
+            name_xdist_worker(record, worker_id)
+        expired = find_expiry(call.excinfo.value) if call.excinfo is not None else None
+        if expired is not None and expired.pending_tasks:
+            record["tasks"] = expired.pending_tasks
         if call.when == "call" and item.stash.get(DEADLINE, _NO_DEADLINE)[1]:
             guard.release()  # a func_only scope covers the call alone
         else:
             # what is left of the test starts now, with a fresh deadline: an interrupt for the
             # earlier one that arrives late (the report took long) is then seen as stale
             guard.rearm(scope.seconds)
-        if call.excinfo is None or not is_expiry(call.excinfo.value):
+        if expired is None:
             report.outcome = "failed"
             report.longrepr = (
                 f"expired in {call.when} after {record['elapsed']:.2f} s "
@@ -319,7 +332,7 @@ class ExpiryRunner:
                 "event": "slow", "nodeid": nodeid, "phase": report.when,
                 "deadline": seconds, "elapsed": round(elapsed, 4),
             }  # fmt: skip
-            report.expiry = [record]  # type: ignore[attr-defined]
+            add_record(report, record)
 
     def _warn(self, problem: str) -> None:
         if self._warned:
@@ -348,6 +361,12 @@ class ExpiryRunner:
         stop = getattr(self._connect, "stop", None)
         if stop is not None:
             stop()
+        workeroutput = getattr(self._config, "workeroutput", None)
+        if workeroutput is not None and self._settings.exit:
+            from pytest_expiry.exitguard import bound_exit  # noqa: PLC0415
+
+            # an xdist worker's exit, bounded as the controller's is (xdist waits 10 s)
+            bound_exit(self._settings.exit, int(workeroutput.get("exitstatus", 0)))
 
 
 class _FuncOnlyScopes:

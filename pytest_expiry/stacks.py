@@ -148,9 +148,20 @@ def _without_machinery(block: str) -> str:
     return block
 
 
+def _only_machinery(block: str) -> bool:
+    """A thread other than the current one with nothing but pytest's machinery (or no
+    frame at all): nothing in it explains a hang."""
+    lines = block.splitlines()
+    if lines[0].startswith("Current thread"):
+        return False
+    return len(lines) == 1 or (len(lines) == 2 and "frames of pytest's machinery" in lines[1])
+
+
 def main_thread_first(dump: str) -> str:
     """Reorder a faulthandler dump so the thread that took the signal (the main thread,
-    which is where a test hangs) comes first, each thread cut at pytest's machinery."""
+    which is where a test hangs) comes first, each thread cut at pytest's machinery and
+    threads with nothing else left out."""
     blocks = [_without_machinery(b) for b in dump.split("\n\n") if b.strip()]
+    blocks = [block for block in blocks if not _only_machinery(block)]
     blocks.sort(key=lambda block: not block.startswith("Current thread"))
     return "\n\n".join(blocks)

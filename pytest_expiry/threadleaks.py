@@ -23,7 +23,7 @@ from typing import Any
 
 from pytest_expiry import _compat
 
-__all__ = ["ThreadWatch", "describe_threads", "left_by"]
+__all__ = ["ThreadWatch", "describe_threads", "exit_blockers", "left_by"]
 
 _LEFT_BY: weakref.WeakKeyDictionary[threading.Thread, str] = weakref.WeakKeyDictionary()
 
@@ -81,6 +81,19 @@ class ThreadWatch:
             "action": action,
             "threads": [_describe(thread, frames.get(thread.ident or 0)) for thread in leaked],
         }
+
+
+def exit_blockers() -> list[dict[str, Any]]:
+    """The threads tests left that are still busy at the end of the session: the
+    interpreter's exit waits for each. Each is ``{"name", "ident", "stack", "test"}``."""
+    frames = sys._current_frames()
+    blockers = []
+    for thread in threading.enumerate():
+        test = left_by(thread)
+        frame = frames.get(thread.ident or 0)
+        if test and thread.is_alive() and not _compat.is_idle_pool_worker(frame):
+            blockers.append({**_describe(thread, frame), "test": test})
+    return blockers
 
 
 def _idle_workers() -> set[threading.Thread]:

@@ -60,17 +60,18 @@ def unwind(processes: list[psutil.Process], unwinder: str) -> dict[int, str]:
             spy.kill()
             spy.communicate()
             continue
-        text = _as_faulthandler(out.decode(errors="replace"))
+        text = _as_faulthandler(out.decode(errors="replace"), pid)
         if spy.returncode == 0 and text:
             dumps[pid] = text
     return dumps
 
 
 _FRAME = re.compile(r"^\s+(?P<function>.+?) \((?P<file>.+):(?P<line>\d+)\)$")
-_THREAD = re.compile(r'^Thread (?P<id>\S+) \((?P<state>[^)]*)\): "(?P<name>[^"]*)"')
+# py-spy names a thread only when Python knows its name (not in a ``python -c`` process)
+_THREAD = re.compile(r'^Thread (?P<id>\S+) \((?P<state>[^)]*)\)(?:: "(?P<name>[^"]*)")?')
 
 
-def _as_faulthandler(dump: str) -> str:
+def _as_faulthandler(dump: str, pid: int) -> str:
     """py-spy's dump in faulthandler's shape, so every stack in a report reads alike: a
     header per thread (the main thread as the current one, which reports put first), then
     ``File "...", line N in function`` per frame, most recent first."""
@@ -78,7 +79,8 @@ def _as_faulthandler(dump: str) -> str:
     for raw in dump.splitlines():
         thread, frame = _THREAD.match(raw), _FRAME.match(raw)
         if thread is not None:
-            which = "Current thread" if thread["name"] == "MainThread" else "Thread"
+            main = thread["name"] == "MainThread" or thread["id"] == str(pid)
+            which = "Current thread" if main else "Thread"
             lines += ["", f"{which} {thread['id']} ({thread['state']}, most recent call first):"]
         elif frame is not None:
             lines.append(f'  File "{frame["file"]}", line {frame["line"]} in {frame["function"]}')

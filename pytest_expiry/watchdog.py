@@ -26,7 +26,7 @@ import psutil
 
 from pytest_expiry import procs
 from pytest_expiry.channel import EVENTS_NAME, STACKS_NAME, STOP
-from pytest_expiry.inbox import ALL_SCOPES, ScopeRequest, SocketRequestQueue
+from pytest_expiry.inbox import ALL_SCOPES, SocketRequestQueue
 from pytest_expiry.signals import ExpirySignals, parse_signals
 from pytest_expiry.timer.api import TimerRequest, TimerServer, clock, expired_by_worker
 
@@ -38,8 +38,7 @@ _PARENT_CHECK = 0.5
 
 
 class ExpiryServer(TimerServer):
-    """Timers by ``(pid, scope)``; an expired one starts an :class:`Escalation`; a SLOW
-    notice is written to the terminal when a scope passes its ``slow_at``."""
+    """Timers by ``(pid, scope)``; an expired one starts an :class:`Escalation`."""
 
     def __init__(
         self,
@@ -63,7 +62,6 @@ class ExpiryServer(TimerServer):
         self._events_path = os.path.join(directory, EVENTS_NAME)
         self._events_lock = threading.Lock()
         self._timers: dict[_Key, TimerRequest] = {}
-        self._slow: dict[_Key, float] = {}
         self._escalations: dict[Any, Escalation] = {}
 
     def register_timers(self, timer_requests: list[TimerRequest]) -> None:
@@ -77,39 +75,23 @@ class ExpiryServer(TimerServer):
                 self.clear_timers({request.worker_id})
             elif request.is_release:
                 self._timers.pop(key, None)
-                self._slow.pop(key, None)
             else:
                 self._timers[key] = request
-                slow_at = request.slow_at if isinstance(request, ScopeRequest) else None
-                if slow_at:
-                    self._slow[key] = slow_at
 
     def clear_timers(self, worker_ids: set[Any]) -> None:
         for key in [key for key in self._timers if key[0] in worker_ids]:
             del self._timers[key]
-            self._slow.pop(key, None)
 
     def get_expired_timers(self, deadline: float) -> dict[Any, list[TimerRequest]]:
         return expired_by_worker(self._timers.values(), deadline)
 
     def next_expiration(self, after: float) -> float | None:
-        times = [r.expiration_time for r in self._timers.values()] + list(self._slow.values())
+        times = (r.expiration_time for r in self._timers.values())
         return min((t for t in times if t > after), default=None)
-
-    def _run_watchdog(self) -> None:
-        super()._run_watchdog()
-        now = clock()
-        for key, slow_at in list(self._slow.items()):
-            if slow_at <= now:
-                del self._slow[key]
-                left = self._timers[key].expiration_time - now
-                sys.stderr.write(
-                    f"\npytest-expiry: SLOW {key[1]} is still running; it expires in {left:.1f} s\n"
-                )
-                sys.stderr.flush()
 
     def _reap_worker(self, worker_id: Any) -> bool:
         from pytest_expiry.escalation import Escalation, LadderSettings  # noqa: PLC0415
+        from pytest_expiry.native import find_native_unwinder  # noqa: PLC0415
 
         unwinder = None
         if self._child_stacks == "auto":
@@ -117,7 +99,11 @@ class ExpiryServer(TimerServer):
 
             unwinder = find_unwinder()
         settings = LadderSettings(
-            self._grace, self._signals, os.path.join(self._directory, STACKS_NAME), unwinder
+            self._grace,
+            self._signals,
+            os.path.join(self._directory, STACKS_NAME),
+            unwinder,
+            find_native_unwinder(),
         )
         for key, request in list(self._timers.items()):
             if key[0] == worker_id and request.expiration_time <= clock():

@@ -53,6 +53,16 @@ class XdistBridge:
         self._controller.watchdog_address()
 
     @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """A worker whose tests left busy non-daemon threads cannot exit until they end:
+        say so, with their stacks and the tests that left them (from its last message)."""
+        from pytest_expiry.leakcheck import EXIT_BLOCKERS_KEY  # noqa: PLC0415
+
+        blockers = getattr(node, "workeroutput", {}).get(EXIT_BLOCKERS_KEY)
+        if blockers:
+            self._controller.log.add_exit_blockers(node.gateway.id, blockers)
+
+    @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         directory, signals = self._controller.watchdog_address()
         deadline = self._controller.session_deadline
@@ -76,6 +86,7 @@ class XdistBridge:
         event = self._hard_kill_event(crashitem)
         if event is None:
             return  # a crash of its own: xdist's report stands
+        from pytest_expiry.labels import name_xdist_worker  # noqa: PLC0415
         from pytest_expiry.report import (  # noqa: PLC0415
             deadline_text,
             describe_expiry,
@@ -85,6 +96,7 @@ class XdistBridge:
         record = hard_kill_record(event)
         worker = getattr(getattr(report, "node", None), "gateway", None)
         name = getattr(worker, "id", "?")
+        name_xdist_worker(record, name)
         report.longrepr = (
             f"pytest_expiry.Expired: still running after {record['elapsed']:.2f} s "
             f"({deadline_text(record)}), so worker {name} was killed\n\n" + describe_expiry(record)

@@ -308,3 +308,10 @@ def test_a_hello_may_name_no_slot_and_use_frames_alone(watchdog):
         assert arms(watchdog.poll_until(1)) == ["worker-scope"]
     finally:
         peer.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_PEERCRED"), reason="SO_PEERCRED is Linux's")
+def test_the_client_knows_the_pid_at_the_other_end(watchdog, client):
+    assert client.watchdog_pid() == os.getpid()  # this test's process is the fake watchdog's
+    client.close()
+    assert client.watchdog_pid() is None

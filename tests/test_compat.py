@@ -28,6 +28,19 @@ def test_the_capture_manager_can_be_disabled(pytestconfig: pytest.Config) -> Non
 
 
 @pytest.mark.skipif(importlib.util.find_spec("xdist") is None, reason="needs pytest-xdist")
+def test_an_open_line_of_progress_letters_is_ended(pytestconfig: pytest.Config) -> None:
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    assert reporter is not None
+    with _compat.capture_disabled(pytestconfig):
+        _compat.end_progress_line(reporter)  # this run's own letters so far
+        reporter.write(".")  # a progress letter, as under xdist: no current file path
+        assert reporter._tw.width_of_current_line == 1
+        _compat.end_progress_line(reporter)
+        assert reporter._tw.width_of_current_line == 0
+        _compat.end_progress_line(reporter)  # nothing open: nothing written
+        assert reporter._tw.width_of_current_line == 0
+
+
 def test_xdist_schedulers_keep_a_workqueue_of_node_ids() -> None:
     from xdist.scheduler import LoadScopeScheduling  # noqa: PLC0415
 

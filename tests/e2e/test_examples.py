@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "test_examples.py"
@@ -14,3 +15,39 @@ def test_the_example_suite_hangs_in_many_ways_and_finishes_in_seconds(pytester, 
     assert run.output.count("EXPIRED test_examples.py::") == 6
     assert "SLOW test_examples.py::test_is_slow_but_in_time" in run.output
     assert run.seconds < 60
+
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def shape(line: str) -> str:
+    """A line with what differs between two runs made alike: times, pids, thread ids, line
+    numbers, absolute paths, command lines, the width of rules."""
+    line = re.sub(r'"[^"]*/([^"/]+)"', r'"\1"', line)  # quoted absolute paths: the file name
+    line = re.sub(r"(?<!\S)/\S*/([^/\s]+\.py:)", r"\1", line)  # /abs/x.py:12: -> x.py:12:
+    line = re.sub(r"0x[0-9a-f]+", "X", line)
+    line = re.sub(r"\d+\.\d+", "T", line)
+    line = re.sub(r"(pid|line|thread|\.\.\.)\s+\d+", r"\1 N", line)
+    line = re.sub(r"\.py:\d+", ".py:N", line)
+    line = re.sub(r"(signals: \S+).*", r"\1", line)  # the command line after it
+    line = re.sub(r"([=-])\1{2,}", r"\1", line)
+    return " ".join(line.split())
+
+
+def readme_samples() -> list[str]:
+    section = README.read_text().split("## What you see", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+    return [line for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_shows_what_a_run_of_the_example_prints(pytester, run_pytest, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # the width the README's samples were taken at
+    pytester.mkdir("examples")
+    (pytester.path / "examples" / "test_examples.py").write_text(EXAMPLES.read_text())
+    run = run_pytest("examples", "--expiry=1", "-p", "no:randomly", junit=False)
+    run.result.assert_outcomes(failed=5, passed=4, errors=1)
+    printed = {shape(line) for line in run.result.stdout.lines}
+    samples = readme_samples()
+    assert len(samples) > 20
+    missing = [line for line in samples if shape(line) not in printed]
+    assert not missing, "README lines the run did not print:\n" + "\n".join(missing)

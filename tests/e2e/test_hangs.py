@@ -345,9 +345,17 @@ _STACKS = re.compile(
 _PROCESS = re.compile(r"^  pid +(\d+) +(.+?) +signals: (.*?)  ", re.M)
 
 
+def role_of(label: str) -> str:
+    """A process's role from its label: the test process (plain, or an xdist worker), or one
+    of its descendants (``multiprocessing child (fork)``, ``subprocess``, ...)."""
+    return "test process" if label == "test process" or label.startswith("xdist worker") else (
+        "descendant"
+    )
+
+
 def stacks_of(report: str) -> dict[int, tuple[str, str]]:
     """``pid -> (role, stacks)`` from an expiry section."""
-    return {int(pid): (role, text) for pid, role, text in _STACKS.findall(report)}
+    return {int(pid): (role_of(label), text) for pid, label, text in _STACKS.findall(report)}
 
 
 def signals_of(report: str) -> dict[int, str]:

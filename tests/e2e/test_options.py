@@ -414,33 +414,52 @@ def test_the_header_says_when_slow_notices_are_off(pytester, run_pytest):
 # --- SLOW notices -----------------------------------------------------------------------
 
 
-def test_a_test_past_the_slow_fraction_is_named_while_it_runs_and_in_the_summary(
+SLOW_LINE = r"^SLOW \S+::test_sleeps: 0\.\d\d s of its 1 s deadline$"
+
+
+def test_a_test_past_the_slow_fraction_is_named_on_its_own_line_and_in_the_summary(
     pytester, run_pytest
 ):
     write_test(pytester, 0.6)
     run = run_pytest("--expiry=1", "--expiry-slow=0.3")
     run.result.assert_outcomes(passed=1)
-    live = re.search(
-        r"pytest-expiry: SLOW (\S+) is still running; it expires in [\d.]+ s", run.output
+    assert len(re.findall(SLOW_LINE, run.result.stdout.str(), re.MULTILINE)) == 2, run.output
+    assert "still running" not in run.output  # nothing is written while the test runs
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_a_slow_line_never_shares_a_line_with_progress_letters(pytester, run_pytest, workers):
+    pytester.makepyfile(
+        "import time\n"
+        "def test_quick(): pass\n"
+        "def test_sleeps(): time.sleep(0.6)\n"
+        "def test_quick_again(): pass\n"
     )
-    assert live is not None, run.output
-    assert live.group(1).endswith(".py::test_sleeps")
-    run.result.stdout.re_match_lines([r"SLOW \S+::test_sleeps: 0\.\d\d s of its 1 s deadline"])
+    run = run_pytest("--expiry=1", "--expiry-slow=0.3", *workers)
+    run.result.assert_outcomes(passed=3)
+    lines = run.result.stdout.lines
+    slow = [line for line in lines if "SLOW" in line]
+    assert len(slow) == 2 and all(re.match(SLOW_LINE, line) for line in slow), run.output
+
+
+def test_a_test_that_expires_is_not_listed_as_slow(pytester, run_pytest):
+    write_test(pytester, 5)
+    run = run_pytest("--expiry=0.5", "--expiry-slow=0.3")
+    run.result.assert_outcomes(failed=1)
+    assert "SLOW" not in run.output
 
 
 def test_a_slow_func_only_test_is_listed_in_the_summary(pytester, run_pytest):
     write_test(pytester, 0.6, ["@pytest.mark.expires(1, func_only=True)"])
     run = run_pytest("--expiry-slow=0.3")
     run.result.assert_outcomes(passed=1)
-    assert "pytest-expiry: SLOW" in run.output
-    run.result.stdout.re_match_lines([r"SLOW \S+::test_sleeps: 0\.\d\d s of its 1 s deadline"])
+    assert len(re.findall(SLOW_LINE, run.result.stdout.str(), re.MULTILINE)) == 2, run.output
 
 
 def test_expiry_slow_zero_turns_slow_notices_off(pytester, run_pytest):
     write_test(pytester, 0.6)
     run = run_pytest("--expiry=1", "--expiry-slow=0")
     run.result.assert_outcomes(passed=1)
-    assert "pytest-expiry: SLOW" not in run.output
     assert not re.search(r"^SLOW ", run.output, re.MULTILINE)
 
 

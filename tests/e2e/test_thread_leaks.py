@@ -154,3 +154,59 @@ def test_a_hung_exit_names_the_test_that_left_the_thread(
         "pytest-expiry: thread 'never-ends' was left running by "
         "test_exit.py::test_leaves_a_thread_for_ever"
     ) in run.output
+
+
+def test_under_xdist_the_controller_names_the_thread_that_holds_a_workers_exit(
+    pytester: pytest.Pytester, run_pytest: Any
+) -> None:
+    """The worker's exit is bounded too (xdist alone waits 10 s, silently), and the
+    controller says which thread held it, with its stack and the test that left it."""
+    pytester.makepyfile(test_exit=HUNG_EXIT)
+    run = run_pytest(
+        "-n", "1", "--expiry-exit=1", "--expiry-leaks=warn", "--expiry-report=report.json"
+    )
+    run.result.assert_outcomes(passed=2)
+    run.result.stdout.re_match_lines(
+        [
+            r"EXIT BLOCKED xdist worker gw0: thread 'never-ends' left running by "
+            r"test_exit.py::test_leaves_a_thread_for_ever; the worker cannot exit until it ends",
+            r"\s+File .*threading.py\", line \d+, in wait",
+        ]
+    )
+    document = json.loads((pytester.path / "report.json").read_text())
+    assert document["exit_blocked"] == 1
+    (event,) = [e for e in document["events"] if e["event"] == "exit_blocked"]
+    assert event["worker"] == "gw0"
+    assert [t["test"] for t in event["threads"]] == ["test_exit.py::test_leaves_a_thread_for_ever"]
+    assert run.seconds < 9  # bounded by --expiry-exit, not by xdist's 10 s
+
+
+RELEASED_LATER = """
+    import threading
+
+    RELEASE = threading.Event()
+
+    def test_leaves_a_thread():
+        threading.Thread(target=RELEASE.wait, name="released-later").start()
+
+    def test_releases_it():
+        RELEASE.set()
+        for thread in threading.enumerate():
+            if thread.name == "released-later":
+                thread.join()
+"""
+
+
+def test_under_xdist_a_left_thread_that_ended_before_the_session_did_blocks_no_exit(
+    pytester: pytest.Pytester, run_pytest: Any
+) -> None:
+    pytester.makepyfile(test_threads=RELEASED_LATER)
+    run = run_pytest(
+        "-n", "1", "--expiry-leaks=warn", "--expiry-report=report.json", "-p", "no:randomly"
+    )
+    run.result.assert_outcomes(passed=2)
+    assert "LEAKED thread 'released-later' started by test_threads.py::test_leaves_a_thread" in (
+        run.output
+    )
+    assert "EXIT BLOCKED" not in run.output
+    assert json.loads((pytester.path / "report.json").read_text())["exit_blocked"] == 0

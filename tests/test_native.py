@@ -1,0 +1,101 @@
+"""Native frames: what an unwinder's dump becomes in a report, and the bound on its time."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_expiry import native
+
+PY_SPY_NATIVE = """Process 41: python -m pytest
+Python v3.11.7 (/usr/bin/python3.11)
+
+Thread 41 (idle): "MainThread"
+    pthread_mutex_lock (libc.so.6)
+    ffi_call (libffi.so.8.1.2)
+    PyCFuncPtr_call (_ctypes.c:4201)
+    test_waits (test_c.py:7)
+    pytest_pyfunc_call (_pytest/python.py:187)
+    _multicall (pluggy/_execution.py:147)
+Thread 42 (idle)
+    read (libc.so.6)
+"""
+
+GDB = """[Thread debugging using libthread_db enabled]
+0x00007f in __GI___wait4 () at wait4.c:30
+
+Thread 1 (Thread 0x7f3 (LWP 8699) "python3"):
+#0  0x00007f in __GI___clock_nanosleep () at clock_nanosleep.c:48
+#1  0x00007f in __sleep (seconds=0) at sleep.c:55
+"""
+
+
+def test_a_py_spy_dump_keeps_each_threads_native_frames_down_to_its_first_python_frame():
+    assert native._frames_only(PY_SPY_NATIVE).splitlines() == [
+        'Thread 41 (idle): "MainThread"',
+        "    pthread_mutex_lock (libc.so.6)",
+        "    ffi_call (libffi.so.8.1.2)",
+        "    PyCFuncPtr_call (_ctypes.c:4201)",
+        "    test_waits (test_c.py:7)",
+        "    ... 2 more frames",
+        "Thread 42 (idle)",
+        "    read (libc.so.6)",
+    ]
+
+
+def test_a_gdb_backtrace_keeps_its_threads_and_frames_without_gdbs_chatter():
+    assert native._frames_only(GDB).splitlines() == [
+        'Thread 1 (Thread 0x7f3 (LWP 8699) "python3"):',
+        "#0  0x00007f in __GI___clock_nanosleep () at clock_nanosleep.c:48",
+        "#1  0x00007f in __sleep (seconds=0) at sleep.c:55",
+    ]
+
+
+def fake_unwinder(tmp_path: Path, body: str) -> str:
+    """An executable named gdb (so it is called the way gdb is) that runs ``body``."""
+    path = tmp_path / "gdb"
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def test_an_unwinder_that_does_not_answer_in_time_is_given_up_on(tmp_path):
+    slow = fake_unwinder(tmp_path, "exec sleep 30")
+    start = time.monotonic()
+    assert native.native_stacks([os.getpid(), os.getppid(), os.getpid()], slow, limit=0.3) == {}
+    assert time.monotonic() - start < 2  # both given up at once, not one after the other
+
+
+def test_an_unwinders_answer_is_kept_per_pid(tmp_path):
+    echo = fake_unwinder(tmp_path, 'echo "Thread 1 (x):"; echo "#0  f () from libc.so.6"')
+    assert native.native_stacks([os.getpid()], echo) == {
+        os.getpid(): "Thread 1 (x):\n#0  f () from libc.so.6"
+    }
+
+
+def test_an_unwinder_that_fails_gives_nothing(tmp_path):
+    failing = fake_unwinder(tmp_path, 'echo "#0 partial"; exit 1')
+    assert native.native_stacks([os.getpid()], failing) == {}
+
+
+@pytest.mark.parametrize("scope", ["0", "2"])
+def test_tracing_is_left_alone_where_yama_does_not_restrict_it_to_ancestors(
+    tmp_path, monkeypatch, scope
+):
+    (tmp_path / "ptrace_scope").write_text(scope + "\n")
+    monkeypatch.setattr(native, "_YAMA_SCOPE", str(tmp_path / "ptrace_scope"))
+    assert native.allow_tracing_by(os.getppid()) is False
+
+
+def test_where_yama_restricts_tracing_the_watchdog_is_named_as_the_tracer(tmp_path, monkeypatch):
+    (tmp_path / "ptrace_scope").write_text("1\n")
+    monkeypatch.setattr(native, "_YAMA_SCOPE", str(tmp_path / "ptrace_scope"))
+    # PR_SET_PTRACER succeeds only on a kernel with Yama; without it prctl refuses it
+    assert native.allow_tracing_by(os.getppid()) is os.path.exists(REAL_YAMA_SCOPE)
+
+
+REAL_YAMA_SCOPE = "/proc/sys/kernel/yama/ptrace_scope"

@@ -40,7 +40,9 @@ class SessionBudget:
         report = item.ihook.pytest_runtest_makereport(item=item, call=call)
         path, line, _ = item.location
         report.longrepr = (path, (line or 0) + 1, f"Skipped: {reason}")
-        report.expiry = [{"event": "not_run", "nodeid": item.nodeid, "phase": "setup"}]
+        from pytest_expiry.records import add_record  # noqa: PLC0415 - rare path
+
+        add_record(report, {"event": "not_run", "nodeid": item.nodeid, "phase": "setup"})
         item.ihook.pytest_runtest_logreport(report=report)
         item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return True

@@ -89,7 +89,9 @@ class LeakCheck:
             report.longrepr = text
         else:
             report.sections.append((f"expiry: {title}", text))
-        report.expiry = [*(getattr(report, "expiry", None) or []), record]  # type: ignore[attr-defined]
+        from pytest_expiry.records import add_record  # noqa: PLC0415 - rare path
+
+        add_record(report, record)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, object, object]:

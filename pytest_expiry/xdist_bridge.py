@@ -87,6 +87,7 @@ class XdistBridge:
         if event is None:
             return  # a crash of its own: xdist's report stands
         from pytest_expiry.labels import name_xdist_worker  # noqa: PLC0415
+        from pytest_expiry.records import add_record  # noqa: PLC0415
         from pytest_expiry.report import (  # noqa: PLC0415
             deadline_text,
             describe_expiry,
@@ -103,6 +104,6 @@ class XdistBridge:
         )
         report.when = "call"  # a failure of the test, not an error of xdist's
         report.duration = record["elapsed"]
-        report.expiry = [record]  # type: ignore[attr-defined]
+        add_record(report, record)
         report.user_properties.append(("expiry", f"hard-killed after {record['elapsed']:.2f} s"))
         mark_done_in_xdist_queue(sched, crashitem)

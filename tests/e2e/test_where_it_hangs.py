@@ -226,6 +226,7 @@ def test_a_hard_killed_xdist_worker_is_labelled_too(pytester, run_pytest):
 # --- the JSON record: when, where, and how many were slow ----------------------------------
 
 SLOW_AND_HUNG = """
+import subprocess
 import time
 
 
@@ -239,21 +240,28 @@ def test_quick():
 
 def test_hangs():
     time.sleep(3600)
+
+
+def test_leaves_a_child():
+    subprocess.Popen(["sleep", "3600"])
 """
 
 
 def test_each_json_event_says_when_it_happened_and_where_it_hung(pytester, run_pytest):
     pytester.makepyfile(test_mixed=SLOW_AND_HUNG)
     before = datetime.datetime.now(datetime.timezone.utc)
-    run = run_pytest("--expiry=1", "--expiry-slow=0.3", "--expiry-report=report.json")
+    run = run_pytest(
+        "--expiry=1", "--expiry-slow=0.3", "--expiry-leaks=kill", "--expiry-report=report.json"
+    )
     after = datetime.datetime.now(datetime.timezone.utc)
-    run.result.assert_outcomes(failed=1, passed=2)
+    run.result.assert_outcomes(failed=1, passed=3)
     (expired,), document = expiry_events(pytester)
     assert expired["hung_at"] == {
         "file": str(pytester.path / "test_mixed.py"),
-        "line": 13,
+        "line": 14,
         "function": "test_hangs",
     }
+    assert sorted(e["event"] for e in document["events"]) == ["expired", "leaked", "slow"]
     for event in document["events"]:
         moment = datetime.datetime.fromisoformat(event["at"])
         assert moment.tzinfo is not None and before <= moment <= after, event

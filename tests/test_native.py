@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -99,3 +102,28 @@ def test_where_yama_restricts_tracing_the_watchdog_is_named_as_the_tracer(tmp_pa
 
 
 REAL_YAMA_SCOPE = "/proc/sys/kernel/yama/ptrace_scope"
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
+def test_gdb_reads_the_native_frames_of_a_process_stuck_in_c():
+    child = subprocess.Popen([sys.executable, "-c", STUCK_IN_C], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"locked\n"
+        frames = native.native_stacks([child.pid], str(shutil.which("gdb")), limit=20)
+        if not frames:
+            pytest.skip("gdb cannot attach to a process here (ptrace not permitted)")
+        text = frames[child.pid]
+        assert text.startswith("Thread 1 ") and "pthread_mutex_lock" in text, text
+    finally:
+        child.kill()
+        child.wait()
+
+
+STUCK_IN_C = """
+import ctypes, sys
+libc = ctypes.PyDLL(None)
+mutex = ctypes.create_string_buffer(64)
+libc.pthread_mutex_lock(mutex)
+print("locked", flush=True)
+libc.pthread_mutex_lock(mutex)
+"""

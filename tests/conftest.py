@@ -7,46 +7,18 @@ they were orphaned and reparented to init, which ``children(recursive=True)`` ca
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import psutil
 import pytest
 
-TAG = "EXPIRY_TEST_TAG"
-
-
-def tagged_processes(tag: str) -> list[psutil.Process]:
-    """Live (non-zombie) processes whose environment carries ``TAG=tag``."""
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if process.pid == os.getpid() or process.status() == psutil.STATUS_ZOMBIE:
-                continue
-            if process.environ().get(TAG) == tag:
-                found.append(process)
-        except psutil.Error:
-            continue
-    return found
-
-
-def assert_none_left(tag: str, within: float = 3.0) -> None:
-    """Fail if processes tagged ``tag`` are still alive after ``within`` seconds (and kill
-    them, so that one failure does not poison the rest of the run)."""
-    end = time.monotonic() + within
-    left = tagged_processes(tag)
-    while left and time.monotonic() < end:
-        time.sleep(0.05)
-        left = tagged_processes(tag)
-    if left:
-        described = [f"{p.pid}: {' '.join(p.cmdline())}" for p in left]
-        for process in left:
-            process.kill()
-        pytest.fail("processes left running:\n" + "\n".join(described))
+try:
+    from tests.helpers import NO_EXTRAS, TAG, assert_none_left
+except ImportError:  # run by a pytest whose sys.path lacks the repository root
+    from helpers import NO_EXTRAS, TAG, assert_none_left  # type: ignore[no-redef,import-not-found]
 
 
 @dataclass
@@ -75,13 +47,9 @@ def run_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> It
     directory and checks, after the test, that none of its processes are left."""
     tag = uuid.uuid4().hex
     monkeypatch.setenv(TAG, tag)
-    for variable in (
-        "PYTEST_EXPIRY",
-        "PYTEST_TIMEOUT",
-        "PYTEST_ADDOPTS",
-        "PYTEST_XDIST_AUTO_NUM_WORKERS",
-    ):
+    for variable in ("PYTEST_EXPIRY", "PYTEST_TIMEOUT", "PYTEST_XDIST_AUTO_NUM_WORKERS"):
         monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(NO_EXTRAS))
 
     def run(*args: str, junit: bool = True, timeout: float = 120) -> Run:
         extra = ["-p", "no:cacheprovider"]

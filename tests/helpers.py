@@ -9,6 +9,7 @@ environment; :meth:`InnerSessions.close` ends whatever still carries it and says
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 import signal
@@ -24,21 +25,66 @@ from pathlib import Path
 import psutil
 import pytest
 
-try:
-    from tests.conftest import TAG, tagged_processes
-except ImportError:  # run by a pytest whose sys.path lacks the repository root
-    from conftest import TAG, tagged_processes  # type: ignore[no-redef,import-not-found]
+NO_EXTRAS = ("-p", "no:hypothesispytest", "-p", "no:randomly")
+"""Plugins of this environment an inner session does without (``-p randomly`` asks for one
+back by name): every ``run_pytest`` session gets them in ``PYTEST_ADDOPTS``."""
+
+TAG = "EXPIRY_TEST_TAG"
+
+
+def tagged_processes(tag: str) -> list[psutil.Process]:
+    """Live (non-zombie) processes whose environment carries ``TAG=tag``."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.pid == os.getpid() or process.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if process.environ().get(TAG) == tag:
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def assert_none_left(tag: str, within: float = 3.0) -> None:
+    """Fail if processes tagged ``tag`` are still alive after ``within`` seconds (and kill
+    them, so that one failure does not poison the rest of the run)."""
+    end = time.monotonic() + within
+    left = tagged_processes(tag)
+    while left and time.monotonic() < end:
+        time.sleep(0.05)
+        left = tagged_processes(tag)
+    if left:
+        described = [f"{p.pid}: {' '.join(p.cmdline())}" for p in left]
+        for process in left:
+            process.kill()
+        pytest.fail("processes left running:\n" + "\n".join(described))
+
+
+def needs(module: str) -> pytest.MarkDecorator:
+    """Skip unless ``module`` is installed (the compatibility job of ``.ci/run`` installs
+    the plugins suites use: ``pip install '.[test,compat]'``)."""
+    return pytest.mark.skipif(
+        importlib.util.find_spec(module) is None,
+        reason=f"{module} is not installed (the compatibility job of .ci/run installs it)",
+    )
+
 
 __all__ = [
+    "NO_EXTRAS",
     "PYTEST",
+    "TAG",
     "XDIST",
     "Finished",
     "InnerSessions",
     "Started",
+    "assert_none_left",
     "inner_env",
     "kill_tagged",
     "left_running",
+    "needs",
     "normalized_outcome_line",
+    "tagged_processes",
 ]
 
 PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"]

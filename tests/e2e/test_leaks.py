@@ -19,9 +19,9 @@ import psutil
 import pytest
 
 try:
-    from tests.conftest import TAG, tagged_processes
+    from tests.helpers import TAG, tagged_processes
 except ImportError:  # run by a pytest whose sys.path lacks the repository root
-    from conftest import TAG, tagged_processes  # type: ignore[no-redef,import-not-found]
+    from helpers import TAG, tagged_processes  # type: ignore[no-redef,import-not-found]
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 

@@ -20,6 +20,11 @@ import pytest
 
 from pytest_expiry.options import MAX_SCALE, MAX_SECONDS, MIN_SECONDS
 
+try:
+    from tests.helpers import NO_EXTRAS
+except ImportError:  # run by a pytest whose sys.path lacks the repository root
+    from helpers import NO_EXTRAS  # type: ignore[no-redef,import-not-found]
+
 HANG = 30.0
 """How long a test meant to expire sleeps: it can only end by expiring."""
 
@@ -28,18 +33,6 @@ STRICT = 0.3
 
 LOOSE = 5.0
 """A deadline the inner test meets with ease."""
-
-
-NO_EXTRAS = ("-p", "no:hypothesispytest", "-p", "no:cacheprovider")
-"""Plugins the inner runs do without: no inner test uses them, and hypothesis's costs about a
-second per run (it imports hypothesis at the end of every session)."""
-
-
-@pytest.fixture
-def run_pytest(run_pytest, monkeypatch):
-    """The shared ``run_pytest``, with inner runs that do without :data:`NO_EXTRAS`."""
-    monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(NO_EXTRAS))
-    return run_pytest
 
 
 def write_test(pytester, sleep, decorators=(), name="test_sleeps"):
@@ -75,7 +68,7 @@ def usage_error(pytester, monkeypatch):
         monkeypatch.delenv(variable, raising=False)
 
     def run(*arguments):
-        result = pytester.runpytest_inprocess(*NO_EXTRAS, *arguments)
+        result = pytester.runpytest_inprocess(*NO_EXTRAS, "-p", "no:cacheprovider", *arguments)
         output = result.stdout.str() + "\n" + result.stderr.str()
         assert result.ret == pytest.ExitCode.USAGE_ERROR, output
         assert "INTERNALERROR" not in output
@@ -737,7 +730,7 @@ def test_by_default_a_leaked_process_is_reported_and_left_running(pytester, run_
 
 
 def test_the_help_documents_leak_modes_child_stacks_and_yes_no_ini_values(pytester):
-    result = pytester.runpytest_inprocess(*NO_EXTRAS, "--help")
+    result = pytester.runpytest_inprocess(*NO_EXTRAS, "-p", "no:cacheprovider", "--help")
     text = " ".join(result.stdout.str().split())
     for shown in [
         "--expiry-leaks=MODE processes a test leaves running after its teardown: warn (report "

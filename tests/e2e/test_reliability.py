@@ -52,9 +52,9 @@ from pytest_expiry.signals import default_signals
 from pytest_expiry.timer.api import TimerRequest, clock
 
 try:
-    from tests.conftest import TAG, assert_none_left, tagged_processes
+    from tests.helpers import TAG, assert_none_left, tagged_processes
 except ImportError:  # run by a pytest whose sys.path lacks the repository root
-    from conftest import TAG, assert_none_left, tagged_processes  # type: ignore[no-redef]
+    from helpers import TAG, assert_none_left, tagged_processes  # type: ignore[no-redef]
 
 PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
 WATCHDOG_MODULE = "pytest_expiry.watchdog"

@@ -12,10 +12,6 @@ import sys
 
 import pytest
 
-NO_EXTRAS = ("-p", "no:hypothesispytest", "-p", "no:cacheprovider")
-"""Plugins the inner runs do without: no inner test uses them, and hypothesis's costs about a
-second per run (it imports hypothesis at the end of every session)."""
-
 PHASES = """
     import time
     import pytest
@@ -60,13 +56,6 @@ SLOW_AND_HUNG = """
 
 RECORD_KEYS = {"nodeid", "phase", "deadline", "elapsed", "pids", "signals", "stacks"}
 ELAPSED = r"(\d+\.\d\d)"
-
-
-@pytest.fixture
-def run_pytest(run_pytest, monkeypatch):
-    """The shared ``run_pytest``, with inner runs that do without :data:`NO_EXTRAS`."""
-    monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(NO_EXTRAS))
-    return run_pytest
 
 
 def assert_expiry_record(record, nodeid, phase, deadline, hung_in=None):
@@ -298,7 +287,7 @@ def debug_for_a_second(pytester):
 
     ``run_pytest`` cannot feed stdin, so this runs ``pytester.run`` itself; the tests that
     call it request ``run_pytest`` all the same, for its process tag (inherited through the
-    environment, with :data:`NO_EXTRAS`) and its check that nothing is left running."""
+    environment, with ``tests.helpers.NO_EXTRAS``) and its check that nothing is left running."""
     pytester.makepyfile(
         """
         import pytest

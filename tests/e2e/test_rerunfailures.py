@@ -22,7 +22,6 @@ pytestmark = pytest.mark.skipif(
     reason="pytest-rerunfailures is not installed (the compatibility job of .ci/run installs it)",
 )
 
-NO_EXTRAS = "-p no:hypothesispytest -p no:randomly"
 
 # each test hangs on its first attempt only: the marker file says it already ran once
 HANGS_ONCE = """
@@ -69,12 +68,6 @@ SWALLOWS_ONCE = """
     def test_other():
         pass
 """
-
-
-@pytest.fixture
-def run_pytest(run_pytest: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("PYTEST_ADDOPTS", NO_EXTRAS)
-    return run_pytest
 
 
 def events(path: Path) -> list[dict[str, Any]]:

@@ -18,8 +18,6 @@ import pytest
 
 from pytest_expiry.timeout_compat import compat_possible
 
-NO_EXTRAS = ("-p", "no:hypothesispytest", "-p", "no:cacheprovider")
-
 spellings_only = pytest.mark.skipif(
     not compat_possible(), reason="pytest-timeout is installed: the spellings are its own"
 )
@@ -50,12 +48,6 @@ def slow_fixture():
 def test_with_slow_fixture(slow_fixture):
     pass
 """
-
-
-@pytest.fixture
-def run_pytest(run_pytest, monkeypatch):
-    monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(NO_EXTRAS))
-    return run_pytest
 
 
 def expired(run, name="test_hangs"):

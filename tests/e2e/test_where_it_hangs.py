@@ -9,26 +9,13 @@ compatibility job of ``.ci/run``); where those are not installed they are skippe
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import json
 import re
 
-import pytest
-
-NO_EXTRAS = ("-p", "no:hypothesispytest", "-p", "no:randomly")
-
-
-def needs(module: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(
-        importlib.util.find_spec(module) is None,
-        reason=f"{module} is not installed (the compatibility job of .ci/run installs it)",
-    )
-
-
-@pytest.fixture
-def run_pytest(run_pytest, monkeypatch):
-    monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(NO_EXTRAS))
-    return run_pytest
+try:
+    from tests.helpers import needs
+except ImportError:  # run by a pytest whose sys.path lacks the repository root
+    from helpers import needs  # type: ignore[no-redef,import-not-found]
 
 
 def expiry_events(pytester, name="report.json"):

@@ -7,24 +7,12 @@ pytest-randomly are the real plugins, installed by the compatibility job of ``.c
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-NO_EXTRAS = ("-p", "no:hypothesispytest", "-p", "no:randomly")  # randomly: asked for by name
-
-
-def needs(module: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(
-        importlib.util.find_spec(module) is None,
-        reason=f"{module} is not installed (the compatibility job of .ci/run installs it)",
-    )
-
-
-@pytest.fixture
-def run_pytest(run_pytest, monkeypatch):
-    monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(NO_EXTRAS))
-    return run_pytest
+try:
+    from tests.helpers import needs
+except ImportError:  # run by a pytest whose sys.path lacks the repository root
+    from helpers import needs  # type: ignore[no-redef,import-not-found]
 
 
 def expiry_message(run, name):

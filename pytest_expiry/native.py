@@ -19,7 +19,13 @@ import subprocess
 import sys
 import time
 
-__all__ = ["LIMIT", "allow_tracing_by", "find_native_unwinder", "native_stacks"]
+__all__ = [
+    "LIMIT",
+    "allow_tracing_by",
+    "find_native_unwinder",
+    "native_stacks",
+    "run_unwinders",
+]
 
 LIMIT = 1.0
 _YAMA_SCOPE = "/proc/sys/kernel/yama/ptrace_scope"
@@ -48,22 +54,19 @@ def _command(unwinder: str, pid: int) -> list[str]:
     return [unwinder, "dump", "--native", "--pid", str(pid)]
 
 
-def native_stacks(pids: list[int], unwinder: str, limit: float = LIMIT) -> dict[int, str]:
-    """``pid -> text`` of every thread's frames, most recent call first, for those of
-    ``pids`` the unwinder could read within ``limit`` seconds (all read at once)."""
+def run_unwinders(commands: dict[int, list[str]], limit: float) -> dict[int, str]:
+    """Run every ``pid -> command`` at once; ``pid -> output`` of those that succeeded
+    within ``limit`` seconds in all (the others are killed)."""
     running = {}
-    for pid in dict.fromkeys(pids):  # each once: a second unwinder of a pid would be lost
+    for pid, command in commands.items():
         try:
             running[pid] = subprocess.Popen(
-                _command(unwinder, pid),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL,
+                command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
             )
         except OSError:
             continue
     end = time.monotonic() + limit
-    found: dict[int, str] = {}
+    outputs: dict[int, str] = {}
     for pid, unwinding in running.items():
         try:
             out, _ = unwinding.communicate(timeout=max(0.0, end - time.monotonic()))
@@ -71,10 +74,18 @@ def native_stacks(pids: list[int], unwinder: str, limit: float = LIMIT) -> dict[
             unwinding.kill()
             unwinding.communicate()
             continue
-        text = _frames_only(out.decode(errors="replace"))
-        if unwinding.returncode == 0 and text:
-            found[pid] = text
-    return found
+        if unwinding.returncode == 0:
+            outputs[pid] = out.decode(errors="replace")
+    return outputs
+
+
+def native_stacks(pids: list[int], unwinder: str, limit: float = LIMIT) -> dict[int, str]:
+    """``pid -> text`` of every thread's frames, most recent call first, for those of
+    ``pids`` the unwinder could read within ``limit`` seconds (all read at once)."""
+    commands = {pid: _command(unwinder, pid) for pid in pids}  # a dict: each pid once
+    dumps = run_unwinders(commands, limit)
+    frames = {pid: _frames_only(dump) for pid, dump in dumps.items()}
+    return {pid: text for pid, text in frames.items() if text}
 
 
 _FRAMES_PER_THREAD = 30

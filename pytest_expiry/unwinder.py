@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
-import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the test process asks only find_unwinder(), for its header
@@ -41,29 +39,15 @@ def _looks_like_python(process: psutil.Process) -> bool:
 def unwind(processes: list[psutil.Process], unwinder: str) -> dict[int, str]:
     """``pid -> dump`` for each Python process of ``processes`` (all at once, within
     ``_LIMIT`` seconds in all)."""
-    running = {
-        p.pid: subprocess.Popen(
-            [unwinder, "dump", "--pid", str(p.pid)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-        )
-        for p in processes
-        if _looks_like_python(p)
+    from pytest_expiry.native import run_unwinders  # noqa: PLC0415
+
+    commands = {
+        p.pid: [unwinder, "dump", "--pid", str(p.pid)] for p in processes if _looks_like_python(p)
     }
-    end = time.monotonic() + _LIMIT
-    dumps: dict[int, str] = {}
-    for pid, spy in running.items():
-        try:
-            out, _ = spy.communicate(timeout=max(0.0, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            spy.communicate()
-            continue
-        text = _as_faulthandler(out.decode(errors="replace"), pid)
-        if spy.returncode == 0 and text:
-            dumps[pid] = text
-    return dumps
+    dumps = {
+        pid: _as_faulthandler(out, pid) for pid, out in run_unwinders(commands, _LIMIT).items()
+    }
+    return {pid: text for pid, text in dumps.items() if text}
 
 
 _FRAME = re.compile(r"^\s+(?P<function>.+?) \((?P<file>.+):(?P<line>\d+)\)$")

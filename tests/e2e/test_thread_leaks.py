@@ -201,9 +201,7 @@ def test_under_xdist_a_left_thread_that_ended_before_the_session_did_blocks_no_e
     pytester: pytest.Pytester, run_pytest: Any
 ) -> None:
     pytester.makepyfile(test_threads=RELEASED_LATER)
-    run = run_pytest(
-        "-n", "1", "--expiry-leaks=warn", "--expiry-report=report.json", "-p", "no:randomly"
-    )
+    run = run_pytest("-n", "1", "--expiry-leaks=warn", "--expiry-report=report.json")
     run.result.assert_outcomes(passed=2)
     assert "LEAKED thread 'released-later' started by test_threads.py::test_leaves_a_thread" in (
         run.output

@@ -150,17 +150,6 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
-def wakeups(pid: int) -> int:
-    """Voluntary context switches of all of ``pid``'s threads."""
-    total = 0
-    for status in Path(f"/proc/{pid}/task").glob("*/status"):
-        with contextlib.suppress(OSError, ValueError):
-            for line in status.read_text().splitlines():
-                if line.startswith("voluntary_ctxt_switches"):
-                    total += int(line.split()[1])
-    return total
-
-
 def times(path: Path) -> dict[str, dict[str, float]]:
     """``nodeid -> {"start": t, "call:failed": t, ...}`` from the suites' conftest."""
     found: dict[str, dict[str, float]] = {}

@@ -17,10 +17,8 @@ def _note(nodeid, what):
     if os.environ.get("BENCH_TIMES"):
         with open(os.environ["BENCH_TIMES"], "a") as out:
             out.write(json.dumps({"nodeid": nodeid, "what": what, "t": time.monotonic()}) + "\\n")
-
 def pytest_runtest_logstart(nodeid, location):
     _note(nodeid, "start")  # just after pytest-expiry armed the test's deadline
-
 def pytest_runtest_logreport(report):
     _note(report.nodeid, report.when + ":" + report.outcome)
 """
@@ -50,11 +48,9 @@ import pytest
 @pytest.fixture(scope="module")
 def table():
     return {str(i): i * i for i in range(200)}
-
 @pytest.fixture
 def record(tmp_path, table):
-    path = tmp_path / "record.json"
-    path.write_text(json.dumps(table))
+    (path := tmp_path / "record.json").write_text(json.dumps(table))
     yield path
     path.unlink()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import doctest
+import sys
 from typing import Any
 
 from pytest_expiry._compat import PytestFailure
@@ -44,7 +44,8 @@ def find_expiry(error: BaseException | None) -> Expired | None:
             return error
         seen.add(id(error))
         wrapped = getattr(error, "exc_info", None)
-        if isinstance(error, doctest.UnexpectedException) and wrapped:
+        doctest = sys.modules.get("doctest")  # only a doctest raises it; importing costs 6 ms
+        if doctest is not None and isinstance(error, doctest.UnexpectedException) and wrapped:
             pending.append(wrapped[1])
             continue
         pending.extend(getattr(error, "exceptions", None) or ())  # an exception group

@@ -16,7 +16,6 @@ import pytest
 from pytest_expiry import stackhook
 from pytest_expiry.budget import SessionBudget
 from pytest_expiry.channel import ChannelClient, ChannelError, stacks_directory
-from pytest_expiry.doctests import point_at_the_hung_example
 from pytest_expiry.errors import find_expiry
 from pytest_expiry.guard import ActiveScope, Guard
 from pytest_expiry.labels import name_xdist_worker
@@ -205,6 +204,8 @@ class ExpiryRunner:
             # answer the watchdog before pytest formats the failure, which can take longer
             # than the grace period (deep tracebacks, slow reprs, a loaded machine)
             guard.rearm(scope.seconds)
+            from pytest_expiry.doctests import point_at_the_hung_example  # noqa: PLC0415
+
             point_at_the_hung_example(item, call)
             expired = find_expiry(call.excinfo.value) if call.excinfo is not None else None
             if expired is not None:

@@ -82,9 +82,11 @@ class ExpiryController:
     def pytest_runtest_logfinish(self) -> None:
         """SLOW lines go out once the test has ended (so never for a test that expired), each
         on its own line between pytest's progress lines."""
+        if not self._slow_lines:  # every test passes here: nothing to look up
+            return
         reporter: Any = self._config.pluginmanager.get_plugin("terminalreporter")
         lines, self._slow_lines = self._slow_lines, []
-        if reporter is None or not lines:
+        if reporter is None:
             return
         end_progress_line(reporter)
         for line in lines:

@@ -40,9 +40,10 @@ class SessionBudget:
         report = item.ihook.pytest_runtest_makereport(item=item, call=call)
         path, line, _ = item.location
         report.longrepr = (path, (line or 0) + 1, f"Skipped: {reason}")
-        from pytest_expiry.records import add_record  # noqa: PLC0415 - rare path
+        from pytest_expiry.record import not_run  # noqa: PLC0415 - rare path
+        from pytest_expiry.report.carry import add_record  # noqa: PLC0415
 
-        add_record(report, {"event": "not_run", "nodeid": item.nodeid, "phase": "setup"})
+        add_record(report, not_run(item.nodeid))
         item.ihook.pytest_runtest_logreport(report=report)
         item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return True

@@ -11,7 +11,8 @@ import pytest
 from pytest_expiry._compat import capture_disabled, end_progress_line
 from pytest_expiry.exitguard import bound_exit
 from pytest_expiry.launcher import WatchdogProcess
-from pytest_expiry.report import ExpiryLog, slow_line
+from pytest_expiry.report.log import ExpiryLog
+from pytest_expiry.report.terminal import slow_line, summary_lines
 from pytest_expiry.settings import Settings
 from pytest_expiry.signals import ExpirySignals
 
@@ -97,7 +98,7 @@ class ExpiryController:
             self.log.add_report(report)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        lines = self.log.summary_lines()
+        lines = summary_lines(self.log.records)
         if lines:
             terminalreporter.section("expiry")
             for line in lines:
@@ -106,7 +107,9 @@ class ExpiryController:
     def pytest_sessionfinish(self, exitstatus: int) -> None:
         self.exit_status = int(exitstatus)
         if self._settings.report:
-            self.log.write_json(self._settings.report, int(exitstatus))
+            from pytest_expiry.report.jsonfile import write_json  # noqa: PLC0415
+
+            write_json(self._settings.report, self.log.records, int(exitstatus))
 
     def stop(self) -> None:
         if self.watchdog is not None:

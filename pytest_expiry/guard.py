@@ -30,6 +30,7 @@ from typing import Any
 from pytest_expiry.asyncdelivery import deliver_into_loop
 from pytest_expiry.channel import EVENTS_NAME, MAX_PAYLOAD, ChannelClient, ChannelError
 from pytest_expiry.errors import Expired
+from pytest_expiry.record import after_text
 from pytest_expiry.timer.api import clock
 
 __all__ = ["ActiveScope", "Guard"]
@@ -274,7 +275,7 @@ class Guard:
         scope.expired_after = elapsed = clock() - scope.armed_at
         if scope.answer_on_expiry:
             self.rearm(scope.seconds)
-        error = Expired(f"{how} after {elapsed:.2f} s (deadline {round(scope.seconds, 3):g} s)")
+        error = Expired(f"{how} {after_text(elapsed, scope.seconds)}")
         if frame is not None and deliver_into_loop(error, frame, _file_of(scope.owner)):
             return  # the event loop raises it in the test's task, where that waits
         raise error

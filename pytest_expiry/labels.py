@@ -11,7 +11,10 @@ a worker it lost).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_expiry.record import Record
 
 __all__ = ["label_descendant", "name_xdist_worker"]
 
@@ -21,7 +24,7 @@ _POOL_LOOPS = (
 )
 
 
-def name_xdist_worker(record: dict[str, Any], worker_id: str) -> None:
+def name_xdist_worker(record: Record, worker_id: str) -> None:
     """Label the test process of an expiry ``record`` as ``xdist worker <worker_id>``."""
     for process in record.get("processes", []):
         if process.get("role") == "test process":

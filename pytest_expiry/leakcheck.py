@@ -14,6 +14,7 @@ import pytest
 
 from pytest_expiry import lineage
 from pytest_expiry.leaks import LeakWatch
+from pytest_expiry.record import Record
 from pytest_expiry.settings import Settings
 from pytest_expiry.threadleaks import ThreadWatch
 
@@ -62,36 +63,25 @@ class LeakCheck:
 
     def _check(self, item: pytest.Item, report: pytest.TestReport) -> None:
         record = self.leaks.check(item.nodeid)
-        if record is None:
-            return
-        from pytest_expiry.report import describe_leak  # noqa: PLC0415 - rare path
-
-        self._attach(report, record, describe_leak(record), "leaked processes")
-        report.user_properties.append(("expiry_leaked", " ".join(map(str, record["pids"]))))
+        if record is not None:
+            self._attach(report, record, "leaked processes")
 
     def _check_threads(self, item: pytest.Item, report: pytest.TestReport) -> None:
         record = self.threads.check(item.nodeid, self.leaks.mode)
-        if record is None:
-            return
-        from pytest_expiry.threadleaks import describe_threads  # noqa: PLC0415 - rare path
+        if record is not None:
+            self._attach(report, record, "threads left running after teardown")
 
-        self._attach(
-            report, record, describe_threads(record), "threads left running after teardown"
-        )
-        names = " ".join(repr(thread["name"]) for thread in record["threads"])
-        report.user_properties.append(("expiry_leaked_threads", names))
+    def _attach(self, report: pytest.TestReport, record: Record, title: str) -> None:
+        """In ``fail`` mode a passed test fails with the record's text; otherwise the text
+        is a section of the report."""
+        from pytest_expiry.report import carry, terminal  # noqa: PLC0415 - rare path
 
-    def _attach(
-        self, report: pytest.TestReport, record: dict[str, Any], text: str, title: str
-    ) -> None:
         if self.leaks.mode == "fail" and report.passed:
             report.outcome = "failed"
-            report.longrepr = text
+            report.longrepr = terminal.describe(record)
+            carry.add_record(report, record)
         else:
-            report.sections.append((f"expiry: {title}", text))
-        from pytest_expiry.records import add_record  # noqa: PLC0415 - rare path
-
-        add_record(report, record)
+            carry.attach(report, record, f"expiry: {title}")
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, object, object]:

@@ -35,6 +35,8 @@ from pytest_expiry import lineage
 if TYPE_CHECKING:  # psutil is imported when a test leaves a process, not before
     import psutil
 
+    from pytest_expiry.record import Record
+
 __all__ = ["LEAK_MODES", "LeakWatch", "supported"]
 
 LEAK_MODES = ("kill", "warn", "fail", "off")
@@ -83,7 +85,7 @@ class LeakWatch:
         if after != before:
             self._owned.append((before, after))
 
-    def check(self, nodeid: str) -> dict[str, Any] | None:
+    def check(self, nodeid: str) -> Record | None:
         """After ``nodeid``'s teardown: the record of what it leaked, if anything (and, in
         ``kill``/``fail`` mode, those processes are ended by then)."""
         start = self._start
@@ -104,21 +106,15 @@ class LeakWatch:
                 described.append(description)
         if not leaked:
             return None
-        record = {
-            "event": "leaked",
-            "nodeid": nodeid,
-            "phase": "teardown",
-            "action": self.mode,
-            "pids": [p.pid for p in leaked],
-            "processes": described,
-            "signals": {},
-        }
+        signals: dict[str, list[str]] = {}
         if self.mode in ("kill", "fail"):
             from pytest_expiry import procs  # noqa: PLC0415
 
             ending = procs.end_processes(leaked, self._grace)
-            record["signals"] = {str(pid): names for pid, names in ending.signals.items()}
-        return record
+            signals = {str(pid): names for pid, names in ending.signals.items()}
+        from pytest_expiry import record  # noqa: PLC0415 - rare path
+
+        return record.leaked(nodeid, self.mode, described, signals)
 
     def _owned_pid(self, pid: int, start: int) -> bool:
         at = lineage.position(pid, start)

@@ -24,13 +24,16 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_expiry.history import History, Learned, learned_deadline, merge, read_history
 from pytest_expiry.history import write_history as _write
 from pytest_expiry.settings import Settings, configured_source, item_deadline
+
+if TYPE_CHECKING:
+    from pytest_expiry.record import Record
 
 __all__ = [
     "LEARNED",
@@ -94,7 +97,7 @@ def resolve_deadline(
     return learned.seconds, func_only
 
 
-def deadline_source(owner: object, seconds: float, settings: Settings) -> dict[str, Any]:
+def deadline_source(owner: object, seconds: float, settings: Settings) -> Record:
     """What an expiry record says of its deadline of ``seconds``: ``deadline_source``
     (``learned``, ``marker``, ``option``, ``env``, ``ini``, ``session`` when the session's
     budget cut it short, ``collect`` for a module's import) and, for a learned one,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pytest_expiry import record as records
 from pytest_expiry import stackhook
 from pytest_expiry.budget import SessionBudget
 from pytest_expiry.channel import ChannelClient, ChannelError, stacks_directory
@@ -21,7 +22,8 @@ from pytest_expiry.guard import ActiveScope, Guard
 from pytest_expiry.labels import name_xdist_worker
 from pytest_expiry.learning import deadline_source, resolve_deadline
 from pytest_expiry.native import allow_tracing_by
-from pytest_expiry.records import add_record, attach, report_marker_errors, where_it_hung
+from pytest_expiry.record import Record, after_text
+from pytest_expiry.report.carry import add_record, attach, report_marker_errors, where_it_hung
 from pytest_expiry.settings import MarkerError, Settings
 from pytest_expiry.signals import ExpirySignals
 from pytest_expiry.stackhook import ChildEnvironment
@@ -229,9 +231,7 @@ class ExpiryRunner:
         (while its stacks were gathered), expired all the same."""
         elapsed = clock() - scope.armed_at
         if clock() > scope.deadline and self.guard is not None and not self.guard.paused:
-            from pytest_expiry.report import expiry_record  # noqa: PLC0415 - rare path
-
-            record = expiry_record(scope.nodeid, "teardown", scope.seconds, elapsed, None)
+            record = records.ended_late(scope.nodeid, scope.seconds, elapsed)
             record.update(deadline_source(scope.owner, scope.seconds, self._settings))
             report.outcome = "failed"
             report.longrepr = (
@@ -240,18 +240,16 @@ class ExpiryRunner:
                 f"(deadline {round(scope.seconds, 3):g} s)"
             )
             add_record(report, record)
-            report.user_properties.append(("expiry", f"ended after its deadline ({elapsed:.2f} s)"))
         elif self._settings.slow:
             self._note_if_slow(scope.nodeid, scope.seconds, elapsed, report)
 
-    def _account(self, guard: Guard, scope: ActiveScope, phase: str) -> dict[str, Any]:
+    def _account(self, guard: Guard, scope: ActiveScope, phase: str) -> Record:
         """Merge the watchdog's account of the expiry into one record (the watchdog was
         answered, and what is left of the test re-armed, before the report was made)."""
-        event = guard.await_event(scope, self._settings.grace + _EVENT_MARGIN)
-        from pytest_expiry.report import expiry_record  # noqa: PLC0415 - rare path
-
-        record = expiry_record(scope.nodeid, phase, scope.seconds, scope.expired_after, event)
-        return {**record, **deadline_source(scope.owner, scope.seconds, self._settings)}
+        account = guard.await_event(scope, self._settings.grace + _EVENT_MARGIN)
+        record = records.expired(scope.nodeid, phase, scope.seconds, scope.expired_after, account)
+        record.update(deadline_source(scope.owner, scope.seconds, self._settings))
+        return record
 
     def _complete_expiry(
         self,
@@ -261,7 +259,8 @@ class ExpiryRunner:
         report: pytest.TestReport,
         item: pytest.Item,
     ) -> None:
-        record = {**self._account(guard, scope, call.when), "attempt": item.stash.get(_ATTEMPT, 1)}
+        record = self._account(guard, scope, call.when)
+        record["attempt"] = item.stash.get(_ATTEMPT, 1)
         record["hung_at"] = where_it_hung(call.excinfo)
         worker_id = getattr(self._config, "workerinput", {}).get("workerid")
         if worker_id:
@@ -278,13 +277,12 @@ class ExpiryRunner:
         if expired is None:
             report.outcome = "failed"
             report.longrepr = (
-                f"expired in {call.when} after {record['elapsed']:.2f} s "
-                f"(deadline {round(scope.seconds, 3):g} s), and the test swallowed the "
-                "Expired exception"
+                f"expired in {call.when} {after_text(record['elapsed'], scope.seconds)}, "
+                "and the test swallowed the Expired exception"
             )
         attach(report, record)
         item.user_properties.append(report.user_properties[-1])  # JUnit reads the item's
-        item.ihook.pytest_expiry_expired(item=item, event=record)
+        item.ihook.pytest_expiry_expired(item=item, record=record)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_make_collect_report(
@@ -329,11 +327,7 @@ class ExpiryRunner:
         self, nodeid: str, seconds: float, elapsed: float, report: pytest.TestReport
     ) -> None:
         if elapsed >= self._settings.slow * seconds and not getattr(report, "expiry", None):
-            record = {
-                "event": "slow", "nodeid": nodeid, "phase": report.when,
-                "deadline": seconds, "elapsed": round(elapsed, 4),
-            }  # fmt: skip
-            add_record(report, record)
+            add_record(report, records.slow(nodeid, report.when, seconds, elapsed))
 
     def _warn(self, problem: str) -> None:
         if self._warned:

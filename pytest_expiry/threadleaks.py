@@ -19,11 +19,14 @@ import sys
 import threading
 import traceback
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_expiry import _compat
 
-__all__ = ["ThreadWatch", "describe_threads", "exit_blockers", "left_by"]
+if TYPE_CHECKING:
+    from pytest_expiry.record import Record
+
+__all__ = ["ThreadWatch", "exit_blockers", "left_by"]
 
 _LEFT_BY: weakref.WeakKeyDictionary[threading.Thread, str] = weakref.WeakKeyDictionary()
 
@@ -53,7 +56,7 @@ class ThreadWatch:
         fixture began its setup) belong to that fixture."""
         self._owned.update(t for t in threading.enumerate() if t not in before)
 
-    def check(self, nodeid: str, action: str) -> dict[str, Any] | None:
+    def check(self, nodeid: str, action: str) -> Record | None:
         """The record of the threads ``nodeid`` left busy, if any."""
         candidates = [
             thread
@@ -74,13 +77,10 @@ class ThreadWatch:
             return None
         for thread in leaked:
             _LEFT_BY[thread] = nodeid
-        return {
-            "event": "leaked_thread",
-            "nodeid": nodeid,
-            "phase": "teardown",
-            "action": action,
-            "threads": [_describe(thread, frames.get(thread.ident or 0)) for thread in leaked],
-        }
+        from pytest_expiry import record  # noqa: PLC0415 - rare path
+
+        threads = [_describe(thread, frames.get(thread.ident or 0)) for thread in leaked]
+        return record.leaked_threads(nodeid, action, threads)
 
 
 def exit_blockers() -> list[dict[str, Any]]:
@@ -108,12 +108,3 @@ def _idle_workers() -> set[threading.Thread]:
 def _describe(thread: threading.Thread, frame: Any) -> dict[str, Any]:
     stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
     return {"name": thread.name, "ident": thread.ident, "stack": stack}
-
-
-def describe_threads(record: dict[str, Any]) -> str:
-    """The text of a leaked-thread record: each thread, the test that left it, its stack."""
-    lines = []
-    for thread in record["threads"]:
-        lines.append(f"thread {thread['name']!r} started by {record['nodeid']} is still running")
-        lines.extend(f"  {line}" for line in thread["stack"].rstrip().splitlines())
-    return "\n".join(lines)

@@ -127,16 +127,14 @@ class ExpiryServer(TimerServer):
             events.write(json.dumps(notice) + "\n")
         if pid != self._session_pid:
             return
-        from pytest_expiry.report import (  # noqa: PLC0415
-            ExpiryLog,
-            describe_expiry,
-            hard_kill_record,
-        )
+        from pytest_expiry.record import hard_killed  # noqa: PLC0415
+        from pytest_expiry.report.jsonfile import write_json  # noqa: PLC0415
+        from pytest_expiry.report.terminal import describe_expiry  # noqa: PLC0415
 
-        record = hard_kill_record(event)
+        record = hard_killed(event)
         record["signals"].setdefault(str(pid), []).append("SIGKILL")  # sent right after this
         if self._report_path:
-            ExpiryLog([record]).write_json(self._report_path, exit_status=137)
+            write_json(self._report_path, [record], exit_status=137)
         sys.stderr.write(
             f"\n{'=' * 30} pytest-expiry: session killed {'=' * 30}\n"
             f"{describe_expiry(record)}\n\n"

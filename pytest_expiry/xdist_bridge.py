@@ -87,23 +87,19 @@ class XdistBridge:
         if event is None:
             return  # a crash of its own: xdist's report stands
         from pytest_expiry.labels import name_xdist_worker  # noqa: PLC0415
-        from pytest_expiry.records import add_record  # noqa: PLC0415
-        from pytest_expiry.report import (  # noqa: PLC0415
-            deadline_text,
-            describe_expiry,
-            hard_kill_record,
-        )
+        from pytest_expiry.record import hard_killed  # noqa: PLC0415
+        from pytest_expiry.report.carry import add_record  # noqa: PLC0415
+        from pytest_expiry.report.terminal import describe_expiry, overrun_text  # noqa: PLC0415
 
-        record = hard_kill_record(event)
+        record = hard_killed(event)
         worker = getattr(getattr(report, "node", None), "gateway", None)
         name = getattr(worker, "id", "?")
         name_xdist_worker(record, name)
         report.longrepr = (
-            f"pytest_expiry.Expired: still running after {record['elapsed']:.2f} s "
-            f"({deadline_text(record)}), so worker {name} was killed\n\n" + describe_expiry(record)
+            f"pytest_expiry.Expired: still running {overrun_text(record)}, so worker {name} "
+            f"was killed\n\n" + describe_expiry(record)
         )
         report.when = "call"  # a failure of the test, not an error of xdist's
         report.duration = record["elapsed"]
         add_record(report, record)
-        report.user_properties.append(("expiry", f"hard-killed after {record['elapsed']:.2f} s"))
         mark_done_in_xdist_queue(sched, crashitem)

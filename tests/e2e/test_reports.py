@@ -256,21 +256,21 @@ def test_under_xdist_the_json_report_and_junit_have_the_same_content(pytester, r
 # --- the pytest_expiry_expired hook -----------------------------------------------------
 
 
-def test_the_expired_hook_is_called_once_per_expired_test_with_its_event(pytester, run_pytest):
+def test_the_expired_hook_is_called_once_per_expired_test_with_its_record(pytester, run_pytest):
     pytester.makeconftest(
         """
         import json
 
-        def pytest_expiry_expired(item, event):
+        def pytest_expiry_expired(item, record):
             with open("hook-calls.jsonl", "a") as calls:
-                calls.write(json.dumps({"item": item.nodeid, "event": event}) + "\\n")
+                calls.write(json.dumps({"item": item.nodeid, "record": record}) + "\\n")
         """
     )
     pytester.makepyfile(test_phases=PHASES)
     run = run_pytest("--expiry=0.3", "-k", "call or teardown or passes")
     run.result.assert_outcomes(failed=1, passed=2, errors=1)
     lines = (pytester.path / "hook-calls.jsonl").read_text().splitlines()
-    calls = {call["item"]: call["event"] for call in map(json.loads, lines)}
+    calls = {call["item"]: call["record"] for call in map(json.loads, lines)}
     assert len(calls) == len(lines) == 2
     for phase in ("call", "teardown"):
         nodeid = f"test_phases.py::test_hangs_in_{phase}"

@@ -1,5 +1,6 @@
-"""Expiry and leak records on pytest's reports: how they travel (``report.expiry``, a list,
-which reaches the xdist controller with the report) and how they are shown on a failure."""
+"""How records ride on pytest's reports: ``report.expiry``, a list (a teardown can both leak
+and expire), which reaches the xdist controller with the report like any other attribute;
+with each record, its JUnit property and, for a failure, its text as a section."""
 
 from __future__ import annotations
 
@@ -8,9 +9,34 @@ from typing import Any
 import pytest
 
 from pytest_expiry.errors import find_expiry
-from pytest_expiry.report import iso_time
+from pytest_expiry.record import Record
+from pytest_expiry.report.junit import junit_property
 
 __all__ = ["add_record", "attach", "report_marker_errors", "where_it_hung"]
+
+
+def add_record(report: pytest.TestReport | pytest.CollectReport, record: Record) -> None:
+    """Put ``record`` on ``report`` (``report.expiry``), with its JUnit property."""
+    report.expiry = [*(getattr(report, "expiry", None) or []), record]  # type: ignore[union-attr]
+    prop = junit_property(record)
+    if prop is not None:
+        getattr(report, "user_properties", []).append(prop)
+
+
+def attach(
+    report: pytest.TestReport | pytest.CollectReport, record: Record, title: str = "expiry"
+) -> None:
+    """:func:`add_record`, and the record's text as a section of the failure titled
+    ``title``."""
+    from pytest_expiry.report.terminal import describe  # noqa: PLC0415 - rare path
+
+    text = describe(record)
+    add_section = getattr(report.longrepr, "addsection", None)
+    if add_section is not None:
+        add_section(title, text)
+    else:
+        report.sections.append((title, text))
+    add_record(report, record)
 
 
 def where_it_hung(excinfo: pytest.ExceptionInfo[BaseException] | None) -> dict[str, Any] | None:
@@ -38,26 +64,3 @@ def report_marker_errors(session: pytest.Session, errors: dict[pytest.Item, str]
         longrepr = "invalid expiry markers:\n  " + "\n  ".join(messages)
         report = pytest.CollectReport(module, "failed", longrepr, [])
         session.ihook.pytest_collectreport(report=report)
-
-
-def add_record(report: pytest.TestReport | pytest.CollectReport, record: dict[str, Any]) -> None:
-    """Records travel on the report as ``report.expiry``, a list (a teardown can both leak
-    and expire), so that they reach the xdist controller with it."""
-    record.setdefault("at", iso_time())
-    report.expiry = [*(getattr(report, "expiry", None) or []), record]  # type: ignore[union-attr]
-
-
-def attach(report: pytest.TestReport | pytest.CollectReport, record: dict[str, Any]) -> None:
-    """Put an expiry on a report: a section of the failure, a JUnit property, and the
-    record itself (``report.expiry``), which travels to the xdist controller."""
-    from pytest_expiry.report import describe_expiry  # noqa: PLC0415 - rare path
-
-    text = describe_expiry(record)
-    add_section = getattr(report.longrepr, "addsection", None)
-    if add_section is not None:
-        add_section("expiry", text)
-    else:
-        report.sections.append(("expiry", text))
-    add_record(report, record)
-    summary = f"expired in {record['phase']} after {record['elapsed']:.2f} s"
-    getattr(report, "user_properties", []).append(("expiry", summary))

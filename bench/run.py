@@ -230,7 +230,7 @@ def idle(ctx: Ctx, row: Row) -> tuple[str, bool]:
         if job.process.poll() is not None:
             raise BenchError(f"the idle test did not run:\n{job.wait().tail()}")
         time.sleep(0.05)
-    found = [p.pid for p in ctx.runner.ours() if "pytest_expiry.watchdog" in p.cmdline()]
+    found = [p.pid for p in ctx.runner.ours() if "pytest_expiry.watchdog.main" in p.cmdline()]
     if len(found) != 1:
         raise BenchError(f"expected one watchdog process, found {len(found)}")
     time.sleep(max(0.0, t["start"] + 0.5 - time.monotonic()))

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from pytest_expiry.leaks import LEAK_MODES
+from pytest_expiry.leaks.processes import LEAK_MODES
 
 __all__ = [
     "CHILD_STACKS",

@@ -1,8 +1,8 @@
 """The pytest entry point: options, ini values, markers, and wiring the session together.
 
-* :class:`~pytest_expiry.controller.ExpiryController` owns the watchdog and the reports (in
+* :class:`~pytest_expiry.session.ExpirySession` owns the watchdog and the reports (in
   plain pytest, or in the xdist controller);
-* :class:`~pytest_expiry.runner.ExpiryRunner` arms a scope per test (in the process that runs
+* :class:`~pytest_expiry.scoping.ScopeHooks` arms a scope per test (in the process that runs
   tests: plain pytest, or each xdist worker, which reaches its controller's watchdog).
 """
 
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from pytest_expiry.settings import Settings
     from pytest_expiry.signals import ExpirySignals
 
-_CONTROLLER = "expiry-controller"
-_RUNNER = "expiry-runner"
+_CONTROLLER = "expiry-session"
+_RUNNER = "expiry-scopes"
 _LEAKS = "expiry-leaks"
 _PACKAGE = __name__.partition(".")[0]
 
@@ -81,7 +81,7 @@ def _signals() -> ExpirySignals:
 @pytest.hookimpl(wrapper=True)
 def pytest_cmdline_main(config: pytest.Config) -> Any:
     if config.getoption("expiry_isolate") and not hasattr(config, "workerinput"):
-        from pytest_expiry.xdist_bridge import isolate_with_one_worker  # noqa: PLC0415
+        from pytest_expiry.xdist import isolate_with_one_worker  # noqa: PLC0415
 
         isolate_with_one_worker(config)
     return (yield)
@@ -101,7 +101,7 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     runs_tests = workerinput is not None or getattr(config.option, "dist", "no") == "no"
     if settings.leaks != "off" and runs_tests:
-        from pytest_expiry.leakcheck import LeakCheck  # noqa: PLC0415
+        from pytest_expiry.leaks.plugin import LeakCheck  # noqa: PLC0415
 
         config.pluginmanager.register(LeakCheck(settings), _LEAKS)
     if settings.learn or settings.history:
@@ -118,36 +118,36 @@ def _configure_worker(
     config: pytest.Config, settings: Settings, workerinput: dict[str, Any]
 ) -> None:
     """An xdist worker runs tests against its controller's watchdog."""
-    from pytest_expiry.runner import ExpiryRunner  # noqa: PLC0415
+    from pytest_expiry.scoping import ScopeHooks  # noqa: PLC0415
     from pytest_expiry.signals import parse_signals  # noqa: PLC0415
-    from pytest_expiry.xdist_bridge import WORKER_KEY  # noqa: PLC0415
+    from pytest_expiry.xdist import WORKER_KEY  # noqa: PLC0415
 
     address = workerinput.get(WORKER_KEY)
     if address is not None:
         directory, signal_text, session_deadline = address
         connect = _WorkerWatchdog(directory, parse_signals(signal_text), settings.grace)
         budget = _budget(settings, session_deadline)
-        runner = ExpiryRunner(config, settings, connect, budget)
+        runner = ScopeHooks(config, settings, connect, budget)
         config.pluginmanager.register(runner, _RUNNER)
 
 
 def _configure_session(config: pytest.Config, settings: Settings) -> None:
     """The session's process owns the watchdog; it runs the tests too, unless xdist does."""
-    from pytest_expiry.controller import ExpiryController  # noqa: PLC0415
+    from pytest_expiry.session import ExpirySession  # noqa: PLC0415
     from pytest_expiry.timer.api import clock  # noqa: PLC0415
 
     session_deadline = clock() + settings.session
-    controller = ExpiryController(config, settings, _signals(), session_deadline)
+    controller = ExpirySession(config, settings, _signals(), session_deadline)
     config.pluginmanager.register(controller, _CONTROLLER)
     if getattr(config.option, "dist", "no") != "no" and not config.option.collectonly:
-        from pytest_expiry.xdist_bridge import XdistBridge  # noqa: PLC0415
+        from pytest_expiry.xdist import XdistBridge  # noqa: PLC0415
 
         config.pluginmanager.register(XdistBridge(controller), "expiry-xdist")
     else:
-        from pytest_expiry.runner import ExpiryRunner  # noqa: PLC0415
+        from pytest_expiry.scoping import ScopeHooks  # noqa: PLC0415
 
         budget = _budget(settings, session_deadline)
-        runner = ExpiryRunner(config, settings, controller.watchdog_address, budget)
+        runner = ScopeHooks(config, settings, controller.watchdog_address, budget)
         config.pluginmanager.register(runner, _RUNNER)
 
 
@@ -163,7 +163,7 @@ class _WorkerWatchdog:
 
     def __call__(self, fresh: bool) -> tuple[str, ExpirySignals]:
         if fresh:
-            from pytest_expiry.launcher import WatchdogProcess  # noqa: PLC0415
+            from pytest_expiry.watchdog.launch import WatchdogProcess  # noqa: PLC0415
 
             if self._own is not None:
                 self._own.kill()

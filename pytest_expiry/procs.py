@@ -115,7 +115,7 @@ def is_shared_helper(process: psutil.Process) -> bool:
 
 # Never a test's leak: the plugin's own watchdog (its controller stops it), and the gateways of
 # pytest-xdist/execnet (a worker still shutting down when the test that ran it ended).
-_INFRASTRUCTURE = ("-m pytest_expiry.watchdog", "import sys;exec(eval(sys.stdin.readline()))")
+_INFRASTRUCTURE = ("-m pytest_expiry.watchdog.main", "import sys;exec(eval(sys.stdin.readline()))")
 
 
 def never_leaked(process: psutil.Process) -> bool:

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from pytest_expiry import leaks, timeout_compat
+from pytest_expiry import timeout_compat
+from pytest_expiry.leaks import processes as leaks
 from pytest_expiry.markers import MarkerError, marker_seconds
 from pytest_expiry.options import (
     CHILD_STACKS,

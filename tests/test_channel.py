@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from pytest_expiry import procs
-from pytest_expiry.channel import (
+from pytest_expiry.protocol.client import (
     FRAME,
     SCOPES_NAME,
     SLOT_SEQUENCE,
@@ -25,7 +25,7 @@ from pytest_expiry.channel import (
     ChannelError,
     bind_sockets,
 )
-from pytest_expiry.inbox import ALL_SCOPES, ScopeRequest, SocketRequestQueue
+from pytest_expiry.protocol.server import ALL_SCOPES, ScopeRequest, SocketRequestQueue
 from pytest_expiry.timer.api import TimerRequest, clock
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="Unix sockets and fork")

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from pytest_expiry import procs
-from pytest_expiry.watchdog import _Session
+from pytest_expiry.watchdog.main import _Session
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
 

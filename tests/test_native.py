@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_expiry import native
+from pytest_expiry.stacks import native
 
 PY_SPY_NATIVE = """Process 41: python -m pytest
 Python v3.11.7 (/usr/bin/python3.11)

@@ -3,7 +3,7 @@ threads with nothing else left out."""
 
 from __future__ import annotations
 
-from pytest_expiry.stacks import main_thread_first
+from pytest_expiry.stacks.collect import main_thread_first
 
 DUMP = """Thread 0x00007f02 (most recent call first):
   File "/venv/lib/python3.11/site-packages/_pytest/runner.py", line 341 in from_call

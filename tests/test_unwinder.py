@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_expiry.unwinder import _as_faulthandler
+from pytest_expiry.stacks.unwinder import _as_faulthandler
 
 NAMED = """Process 41: python -m pytest
 Python v3.11.7 (/usr/bin/python3.11)

@@ -540,7 +540,7 @@ SIGNALS_THE_WATCHDOG = """
         for process in psutil.process_iter():
             try:
                 if (
-                    any("pytest_expiry.watchdog" in part for part in process.cmdline())
+                    any("pytest_expiry.watchdog.main" in part for part in process.cmdline())
                     and process.environ().get("EXPIRY_TEST_TAG") == tag
                     and process.status() != psutil.STATUS_ZOMBIE
                 ):

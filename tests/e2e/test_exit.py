@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from pytest_expiry import exitguard
+from pytest_expiry import exit as exitguard
 
 # Each hang is a Python function of its own, so that its frame shows in the stacks printed.
 HANGS = {

@@ -120,7 +120,7 @@ def test_a_dead_watchdog_is_reported_once_and_replaced_so_later_hangs_still_expi
             mine = f'"session_pid": {os.getpid()},'
             for process in psutil.process_iter(["cmdline"]):
                 command = " ".join(process.info["cmdline"] or [])
-                if "pytest_expiry.watchdog" in command and mine in command:
+                if "pytest_expiry.watchdog.main" in command and mine in command:
                     process.kill()
                     process.wait()
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from pytest_expiry.native import find_native_unwinder
+from pytest_expiry.stacks.native import find_native_unwinder
 
 STUCK_IN_C = """
 import ctypes

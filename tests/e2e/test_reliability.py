@@ -45,11 +45,11 @@ import psutil
 import pytest
 
 from pytest_expiry import procs
-from pytest_expiry.channel import FRAME, ChannelClient, bind_sockets
-from pytest_expiry.escalation import Escalation, LadderSettings
-from pytest_expiry.inbox import ScopeRequest, SocketRequestQueue
+from pytest_expiry.protocol.client import FRAME, ChannelClient, bind_sockets
+from pytest_expiry.protocol.server import ScopeRequest, SocketRequestQueue
 from pytest_expiry.signals import default_signals
 from pytest_expiry.timer.api import TimerRequest, clock
+from pytest_expiry.watchdog.escalation import Escalation, LadderSettings
 
 try:
     from tests.helpers import TAG, assert_none_left, tagged_processes
@@ -57,7 +57,7 @@ except ImportError:  # run by a pytest whose sys.path lacks the repository root
     from helpers import TAG, assert_none_left, tagged_processes  # type: ignore[no-redef]
 
 PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
-WATCHDOG_MODULE = "pytest_expiry.watchdog"
+WATCHDOG_MODULE = "pytest_expiry.watchdog.main"
 _CLEAN_ENV = (
     "PYTEST_EXPIRY",
     "PYTEST_TIMEOUT",
@@ -363,7 +363,7 @@ FREEZES_THE_WATCHDOG = """
     def watchdog():
         mine = f'"session_pid": {os.getpid()},'
         [found] = [p for p in psutil.process_iter(["cmdline"])
-                   if "pytest_expiry.watchdog" in (p.info["cmdline"] or [])
+                   if "pytest_expiry.watchdog.main" in (p.info["cmdline"] or [])
                    and mine in " ".join(p.info["cmdline"])]
         return found
 
@@ -426,7 +426,7 @@ KILLS_THE_WATCHDOG_MID_ESCALATION = f"""
     def test_hangs_while_its_child_kills_the_watchdog(tmp_path):
         mine = f'"session_pid": {{os.getpid()}},'
         [watchdog] = [p for p in psutil.process_iter(["cmdline"])
-                      if "pytest_expiry.watchdog" in (p.info["cmdline"] or [])
+                      if "pytest_expiry.watchdog.main" in (p.info["cmdline"] or [])
                       and mine in " ".join(p.info["cmdline"])]
         ready = tmp_path / "ready"
         subprocess.Popen([sys.executable, "-c", CHILD, str(watchdog.pid), str(ready)])
@@ -733,8 +733,8 @@ def sent_signals(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     monkeypatch.setattr(psutil.Process, "send_signal", record_send)
     monkeypatch.setattr(psutil.Process, "kill", lambda p: record_send(p, signal.SIGKILL))
     monkeypatch.setattr(psutil.Process, "terminate", lambda p: record_send(p, signal.SIGTERM))
-    monkeypatch.setattr("pytest_expiry.escalation.signal_main_thread", record_main_thread)
-    monkeypatch.setattr("pytest_expiry.stacks.signal_main_thread", record_main_thread)
+    monkeypatch.setattr("pytest_expiry.watchdog.escalation.signal_main_thread", record_main_thread)
+    monkeypatch.setattr("pytest_expiry.stacks.collect.signal_main_thread", record_main_thread)
     monkeypatch.setattr(os, "kill", record_main_thread)
     return sent
 
@@ -1002,7 +1002,7 @@ def test_a_peer_whose_hello_names_another_pid_is_dropped_and_arms_nothing(channe
 
 VICTIM = """
 import sys, time
-from pytest_expiry.channel import ChannelClient
+from pytest_expiry.protocol.client import ChannelClient
 from pytest_expiry.timer.api import clock
 client = ChannelClient(sys.argv[1])
 client.arm("test_victim.py::test_victim", clock() + 60, 0.0, clock())

@@ -24,7 +24,7 @@ import psutil
 from pytest_expiry import procs
 from pytest_expiry.labels import label_descendant
 from pytest_expiry.signals import ExpirySignals, signal_main_thread
-from pytest_expiry.stacks import catches, collect_stacks
+from pytest_expiry.stacks.collect import catches, collect_stacks
 from pytest_expiry.timer.api import TimerRequest, clock
 
 __all__ = ["Escalation", "LadderSettings"]
@@ -157,7 +157,7 @@ class Escalation:
         ends at the call) and the descendants still alive, bounded by ``native.LIMIT``."""
         if self._settings.native is None:
             return
-        from pytest_expiry.native import native_stacks  # noqa: PLC0415 - the rare path
+        from pytest_expiry.stacks.native import native_stacks  # noqa: PLC0415 - the rare path
 
         alive = [worker.pid] + [p.pid for p in procs.tree_of(worker)]
         frames = native_stacks(alive, self._settings.native)

@@ -2,8 +2,8 @@
 no deadline and no watchdog. The session's tag (:mod:`pytest_expiry.lineage`) is added to the
 environment when the plugin is made and taken back, exactly, when it is closed; after each
 test's teardown, the processes it left running are reported (and, in ``kill``/``fail`` modes,
-ended), and so are the busy non-daemon threads it left; see :mod:`pytest_expiry.leaks` and
-:mod:`pytest_expiry.threadleaks`."""
+ended), and so are the busy non-daemon threads it left; see :mod:`pytest_expiry.leaks.processes` and
+:mod:`pytest_expiry.leaks.threads`."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from pytest_expiry import lineage
-from pytest_expiry.leaks import LeakWatch
+from pytest_expiry.leaks.processes import LeakWatch
+from pytest_expiry.leaks.threads import ThreadWatch
 from pytest_expiry.record import Record
 from pytest_expiry.settings import Settings
-from pytest_expiry.threadleaks import ThreadWatch
 
 __all__ = ["EXIT_BLOCKERS_KEY", "LeakCheck"]
 
@@ -39,7 +39,7 @@ class LeakCheck:
         workeroutput = getattr(session.config, "workeroutput", None)
         if workeroutput is None:
             return
-        from pytest_expiry.threadleaks import exit_blockers  # noqa: PLC0415 - once
+        from pytest_expiry.leaks.threads import exit_blockers  # noqa: PLC0415 - once
 
         blockers = exit_blockers()
         if blockers:

@@ -1,12 +1,12 @@
 """The test process's side of a scope: the one owner of its lifecycle.
 
-One :class:`Guard` per test process (per session: a nested in-process session gets its own,
+One :class:`ScopeGuard` per test process (per session: a nested in-process session gets its own,
 and gives the process back to the outer one as it was). A scope goes
 
     armed -> expired(phase) -> answered -> released
 
-and only the guard writes it. The per-test path is :meth:`Guard.arm` and
-:meth:`Guard.release`: a write to the process's scope slot each (shared memory, read by the
+and only the guard writes it. The per-test path is :meth:`ScopeGuard.arm` and
+:meth:`ScopeGuard.release`: a write to the process's scope slot each (shared memory, read by the
 watchdog when it wakes). The runner tells the guard which phase pytest is in (hook wrappers
 around setup, call and teardown; no frame walking). When the watchdog sends the interrupt
 signal, the handler raises :class:`~pytest_expiry.Expired` in the main thread where the test
@@ -28,12 +28,12 @@ from types import FrameType
 from typing import Any
 
 from pytest_expiry.asyncdelivery import deliver_into_loop
-from pytest_expiry.channel import EVENTS_NAME, MAX_PAYLOAD, ChannelClient, ChannelError
 from pytest_expiry.errors import Expired
+from pytest_expiry.protocol.client import EVENTS_NAME, MAX_PAYLOAD, ChannelClient, ChannelError
 from pytest_expiry.record import after_text
 from pytest_expiry.timer.api import clock
 
-__all__ = ["ActiveScope", "Guard"]
+__all__ = ["ActiveScope", "ScopeGuard"]
 
 _DEBUGGER_MODULES = ("bdb", "pdb", "pydevd", "_pydevd", "debugpy", "pudb", "IPython.core.debugger")
 _PENDING_ANSWER = 1.0  # how long pytest may take to reach the next phase after a pending expiry
@@ -69,7 +69,7 @@ def debugger_active() -> bool:
     return monitoring is not None and monitoring.get_tool(monitoring.DEBUGGER_ID) is not None
 
 
-class Guard:
+class ScopeGuard:
     """Arms and releases the current test's scope, and owns the interrupt handler."""
 
     def __init__(
@@ -283,7 +283,7 @@ class Guard:
     def _delegate(self, signum: int, frame: FrameType | None) -> None:
         """A nested in-process session's guard passes on a signal meant for the outer one."""
         outer = getattr(self._previous, "__self__", None)
-        if isinstance(outer, Guard) and outer is not self:
+        if isinstance(outer, ScopeGuard) and outer is not self:
             outer._on_interrupt(signum, frame)
 
     def _wake(self) -> None:

@@ -1,6 +1,6 @@
 """Gathering every thread's stack from a set of processes, from the watchdog's side.
 
-Processes that installed :mod:`pytest_expiry.stackhook` own a file ``<directory>/<pid>``;
+Processes that installed :mod:`pytest_expiry.stacks.hook` own a file ``<directory>/<pid>``;
 the watchdog records its size, sends the stacks signal (faulthandler answers it even while C
 code holds the GIL), and reads what was appended. A process is signalled only if it catches
 the signal *now* (``SigCgt`` in ``/proc/<pid>/status``: exec and ``signal.signal(...,
@@ -111,7 +111,7 @@ def collect_stacks(
         if text:
             dumps[pid] = main_thread_first(text)
     if unwinder is not None and silent:
-        from pytest_expiry.unwinder import unwind  # noqa: PLC0415 - only with py-spy
+        from pytest_expiry.stacks.unwinder import unwind  # noqa: PLC0415 - only with py-spy
 
         dumps.update(
             {pid: main_thread_first(text) for pid, text in unwind(silent, unwinder).items()}

@@ -20,7 +20,7 @@ import pytest
 from pytest_expiry._compat import mark_done_in_xdist_queue
 
 if TYPE_CHECKING:  # workers read WORKER_KEY only: they need none of the controller's side
-    from pytest_expiry.controller import ExpiryController
+    from pytest_expiry.session import ExpirySession
 
 __all__ = ["WORKER_KEY", "XdistBridge", "isolate_with_one_worker"]
 
@@ -43,7 +43,7 @@ def isolate_with_one_worker(config: pytest.Config) -> None:
 class XdistBridge:
     """Controller-side hooks: tell workers where the watchdog is; explain their deaths."""
 
-    def __init__(self, controller: ExpiryController) -> None:
+    def __init__(self, controller: ExpirySession) -> None:
         self._controller = controller
 
     @pytest.hookimpl(tryfirst=True)
@@ -56,7 +56,7 @@ class XdistBridge:
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         """A worker whose tests left busy non-daemon threads cannot exit until they end:
         say so, with their stacks and the tests that left them (from its last message)."""
-        from pytest_expiry.leakcheck import EXIT_BLOCKERS_KEY  # noqa: PLC0415
+        from pytest_expiry.leaks.plugin import EXIT_BLOCKERS_KEY  # noqa: PLC0415
 
         blockers = getattr(node, "workeroutput", {}).get(EXIT_BLOCKERS_KEY)
         if blockers:

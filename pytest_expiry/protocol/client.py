@@ -43,8 +43,8 @@ import time
 import weakref
 from typing import Any
 
-from pytest_expiry.descriptors import Mapping as _Mapping
-from pytest_expiry.descriptors import OwnSocket as _OwnSocket
+from pytest_expiry.protocol.descriptors import Mapping as _Mapping
+from pytest_expiry.protocol.descriptors import OwnSocket as _OwnSocket
 from pytest_expiry.timer.api import TimerClient, clock
 
 __all__ = [

@@ -20,7 +20,7 @@ import tempfile
 import time
 from typing import Any
 
-from pytest_expiry.channel import EVENTS_NAME, STOP, bind_sockets, stacks_directory
+from pytest_expiry.protocol.client import EVENTS_NAME, STOP, bind_sockets, stacks_directory
 from pytest_expiry.signals import ExpirySignals
 
 __all__ = ["WatchdogProcess"]
@@ -68,7 +68,7 @@ class WatchdogProcess:
                 "report": os.path.abspath(report) if report else None,
                 "child_stacks": child_stacks,
             }  # fmt: skip
-            command = [sys.executable, "-m", "pytest_expiry.watchdog", json.dumps(settings)]
+            command = [sys.executable, "-m", "pytest_expiry.watchdog.main", json.dumps(settings)]
             shell = subprocess.run(
                 ["/bin/sh", "-c", _DETACH, "sh", *command],
                 pass_fds=fds, start_new_session=True, stdout=subprocess.PIPE, check=True,
@@ -137,7 +137,7 @@ def _open_pidfd(pid: int) -> int | None:
 def _is_watchdog(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return b"pytest_expiry.watchdog" in cmdline.read()
+            return b"pytest_expiry.watchdog.main" in cmdline.read()
     except OSError:
         return False
 

@@ -14,22 +14,22 @@ from typing import Any
 import pytest
 
 from pytest_expiry import record as records
-from pytest_expiry import stackhook
 from pytest_expiry.budget import SessionBudget
-from pytest_expiry.channel import ChannelClient, ChannelError, stacks_directory
 from pytest_expiry.errors import find_expiry
-from pytest_expiry.guard import ActiveScope, Guard
 from pytest_expiry.labels import name_xdist_worker
 from pytest_expiry.learning import deadline_source, resolve_deadline
-from pytest_expiry.native import allow_tracing_by
+from pytest_expiry.protocol.client import ChannelClient, ChannelError, stacks_directory
 from pytest_expiry.record import Record, after_text
 from pytest_expiry.report.carry import add_record, attach, report_marker_errors, where_it_hung
+from pytest_expiry.scope import ActiveScope, ScopeGuard
 from pytest_expiry.settings import MarkerError, Settings
 from pytest_expiry.signals import ExpirySignals
-from pytest_expiry.stackhook import ChildEnvironment
+from pytest_expiry.stacks import hook as stackhook
+from pytest_expiry.stacks.hook import ChildEnvironment
+from pytest_expiry.stacks.native import allow_tracing_by
 from pytest_expiry.timer.api import clock
 
-__all__ = ["DEADLINE", "ExpiryRunner"]
+__all__ = ["DEADLINE", "ScopeHooks"]
 
 DEADLINE = pytest.StashKey[tuple[float, bool]]()
 """Each item's ``(seconds, func_only)``, resolved once at collection."""
@@ -41,7 +41,7 @@ _FUNC_ONLY = "expiry-func-only"
 _RESTARTS = 3
 
 
-class ExpiryRunner:
+class ScopeHooks:
     """Arms a scope per test and reports its expiry. ``connect(fresh)`` is called lazily,
     by the first test that has a deadline, and again with ``fresh`` True when the watchdog
     was found dead or stopped (a new one is started, up to ``_RESTARTS`` times)."""
@@ -59,18 +59,18 @@ class ExpiryRunner:
         self._budget = budget
         if budget is not None:
             config.pluginmanager.register(budget, "expiry-session-budget")
-        self.guard: Guard | None = None
+        self.guard: ScopeGuard | None = None
         self.unavailable: str | None = None
         self._warned = False
         self._hung_modules = 0
         self._restarts = 0
         self._environment = ChildEnvironment()
 
-    def _start_guard(self, fresh: bool = False) -> Guard | None:
+    def _start_guard(self, fresh: bool = False) -> ScopeGuard | None:
         try:
             directory, signals = self._connect(fresh)
             channel = ChannelClient(directory)
-            guard = Guard(channel, signals.interrupt, self._settings.debugger_pause)
+            guard = ScopeGuard(channel, signals.interrupt, self._settings.debugger_pause)
         except (ChannelError, OSError) as error:
             self.unavailable = str(error)
             return None
@@ -84,7 +84,7 @@ class ExpiryRunner:
         self.guard = guard
         return guard
 
-    def _live_guard(self) -> Guard | None:
+    def _live_guard(self) -> ScopeGuard | None:
         """The guard, started if need be; a new watchdog if the one it had is gone."""
         guard = self.guard or self._start_guard()
         if guard is None:
@@ -126,7 +126,7 @@ class ExpiryRunner:
         ) and not manager.has_plugin(_FUNC_ONLY):
             manager.register(_FuncOnlyScopes(self), _FUNC_ONLY)
 
-    def guard_for(self, item: pytest.Item) -> tuple[Guard | None, float]:
+    def guard_for(self, item: pytest.Item) -> tuple[ScopeGuard | None, float]:
         seconds, _func_only = item.stash.get(DEADLINE, _NO_DEADLINE)
         if self._budget is not None:
             seconds = self._budget.cap(seconds)
@@ -243,7 +243,7 @@ class ExpiryRunner:
         elif self._settings.slow:
             self._note_if_slow(scope.nodeid, scope.seconds, elapsed, report)
 
-    def _account(self, guard: Guard, scope: ActiveScope, phase: str) -> Record:
+    def _account(self, guard: ScopeGuard, scope: ActiveScope, phase: str) -> Record:
         """Merge the watchdog's account of the expiry into one record (the watchdog was
         answered, and what is left of the test re-armed, before the report was made)."""
         account = guard.await_event(scope, self._settings.grace + _EVENT_MARGIN)
@@ -253,7 +253,7 @@ class ExpiryRunner:
 
     def _complete_expiry(
         self,
-        guard: Guard,
+        guard: ScopeGuard,
         scope: ActiveScope,
         call: pytest.CallInfo[None],
         report: pytest.TestReport,
@@ -358,7 +358,7 @@ class ExpiryRunner:
             stop()
         workeroutput = getattr(self._config, "workeroutput", None)
         if workeroutput is not None and self._settings.exit:
-            from pytest_expiry.exitguard import bound_exit  # noqa: PLC0415
+            from pytest_expiry.exit import bound_exit  # noqa: PLC0415
 
             # an xdist worker's exit, bounded as the controller's is (xdist waits 10 s)
             bound_exit(self._settings.exit, int(workeroutput.get("exitstatus", 0)))
@@ -368,7 +368,7 @@ class _FuncOnlyScopes:
     """Scopes around the call phase alone, for items with ``func_only``; registered only
     when a collected item needs it, so other sessions do not pay for the hook."""
 
-    def __init__(self, runner: ExpiryRunner) -> None:
+    def __init__(self, runner: ScopeHooks) -> None:
         self._runner = runner
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)

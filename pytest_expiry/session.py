@@ -9,17 +9,17 @@ from typing import Any
 import pytest
 
 from pytest_expiry._compat import capture_disabled, end_progress_line
-from pytest_expiry.exitguard import bound_exit
-from pytest_expiry.launcher import WatchdogProcess
+from pytest_expiry.exit import bound_exit
 from pytest_expiry.report.log import ExpiryLog
 from pytest_expiry.report.terminal import slow_line, summary_lines
 from pytest_expiry.settings import Settings
 from pytest_expiry.signals import ExpirySignals
+from pytest_expiry.watchdog.launch import WatchdogProcess
 
-__all__ = ["ExpiryController"]
+__all__ = ["ExpirySession"]
 
 
-class ExpiryController:
+class ExpirySession:
     def __init__(
         self,
         config: pytest.Config,
@@ -122,7 +122,7 @@ class ExpiryController:
 def _native_unwinder() -> str:
     import os  # noqa: PLC0415
 
-    from pytest_expiry.native import find_native_unwinder  # noqa: PLC0415
+    from pytest_expiry.stacks.native import find_native_unwinder  # noqa: PLC0415
 
     found = find_native_unwinder()
     return os.path.basename(found) if found else "none (install pytest-expiry[native])"
@@ -132,6 +132,6 @@ def _child_stacks(settings: Settings) -> str:
     mode = getattr(settings, "child_stacks", "auto")
     if mode != "auto":
         return "start-up hook" if mode == "hook" else "off"
-    from pytest_expiry.unwinder import find_unwinder  # noqa: PLC0415
+    from pytest_expiry.stacks.unwinder import find_unwinder  # noqa: PLC0415
 
     return "py-spy" if find_unwinder() else "none (install pytest-expiry[native] for py-spy)"

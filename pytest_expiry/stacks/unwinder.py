@@ -39,7 +39,7 @@ def _looks_like_python(process: psutil.Process) -> bool:
 def unwind(processes: list[psutil.Process], unwinder: str) -> dict[int, str]:
     """``pid -> dump`` for each Python process of ``processes`` (all at once, within
     ``_LIMIT`` seconds in all)."""
-    from pytest_expiry.native import run_unwinders  # noqa: PLC0415
+    from pytest_expiry.stacks.native import run_unwinders  # noqa: PLC0415
 
     commands = {
         p.pid: [unwinder, "dump", "--pid", str(p.pid)] for p in processes if _looks_like_python(p)

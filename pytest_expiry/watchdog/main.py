@@ -1,7 +1,7 @@
 """The watchdog process: a timer server that wakes at the next deadline and escalates.
 
 The pytest process (the controller, under xdist) launches it once per session
-(:mod:`pytest_expiry.launcher`). It is a separate process so that nothing a test does (a C
+(:mod:`pytest_expiry.watchdog.launch`). It is a separate process so that nothing a test does (a C
 call holding the GIL, a swallowed exception, a frozen main thread) can stop it. It runs until
 the session writes the stop word on its stop pipe, or until the session's process is gone,
 however it went (a pidfd tells at once where there is one). It is not a child of the session:
@@ -20,13 +20,13 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported at the first expiry: a watchdog that never fires starts lean
-    from pytest_expiry.escalation import Escalation
+    from pytest_expiry.watchdog.escalation import Escalation
 
 import psutil
 
 from pytest_expiry import procs
-from pytest_expiry.channel import EVENTS_NAME, STACKS_NAME, STOP
-from pytest_expiry.inbox import ALL_SCOPES, SocketRequestQueue
+from pytest_expiry.protocol.client import EVENTS_NAME, STACKS_NAME, STOP
+from pytest_expiry.protocol.server import ALL_SCOPES, SocketRequestQueue
 from pytest_expiry.signals import ExpirySignals, parse_signals
 from pytest_expiry.timer.api import TimerRequest, TimerServer, clock, expired_by_worker
 
@@ -90,12 +90,12 @@ class ExpiryServer(TimerServer):
         return min((t for t in times if t > after), default=None)
 
     def _reap_worker(self, worker_id: Any) -> bool:
-        from pytest_expiry.escalation import Escalation, LadderSettings  # noqa: PLC0415
-        from pytest_expiry.native import find_native_unwinder  # noqa: PLC0415
+        from pytest_expiry.stacks.native import find_native_unwinder  # noqa: PLC0415
+        from pytest_expiry.watchdog.escalation import Escalation, LadderSettings  # noqa: PLC0415
 
         unwinder = None
         if self._child_stacks == "auto":
-            from pytest_expiry.unwinder import find_unwinder  # noqa: PLC0415
+            from pytest_expiry.stacks.unwinder import find_unwinder  # noqa: PLC0415
 
             unwinder = find_unwinder()
         settings = LadderSettings(
@@ -145,8 +145,8 @@ class ExpiryServer(TimerServer):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the watchdog process: ``python -m pytest_expiry.watchdog SETTINGS``,
-    SETTINGS a JSON object written by :mod:`pytest_expiry.launcher` (listen_fd, wake_fd,
+    """Entry point of the watchdog process: ``python -m pytest_expiry.watchdog.main SETTINGS``,
+    SETTINGS a JSON object written by :mod:`pytest_expiry.watchdog.launch` (listen_fd, wake_fd,
     stop_fd, directory, grace, signals, session_pid, session_token, report). JSON rather
     than options: the watchdog starts during the session's own start-up, and argparse alone
     costs it 8 ms."""

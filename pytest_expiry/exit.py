@@ -75,7 +75,7 @@ def _end_exit(seconds: float, status: int) -> None:
 
 
 def _name_the_tests_that_left_threads(out: TextIO) -> None:
-    from pytest_expiry.threadleaks import left_by  # noqa: PLC0415 - needed only here
+    from pytest_expiry.leaks.threads import left_by  # noqa: PLC0415 - needed only here
 
     for thread in threading.enumerate():
         test = left_by(thread)

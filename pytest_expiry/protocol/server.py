@@ -1,4 +1,4 @@
-"""The watchdog's end of the channel (:mod:`pytest_expiry.channel`): test processes'
+"""The watchdog's end of the channel (:mod:`pytest_expiry.protocol.client`): test processes'
 slots and frames, turned into timer requests.
 
 A slot is read only when the watchdog wakes, so a test that starts and ends between two
@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 
 from pytest_expiry import procs
-from pytest_expiry.channel import (
+from pytest_expiry.protocol.client import (
     ARM,
     DRAIN_INTERVAL,
     FRAME,

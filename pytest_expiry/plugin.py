@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -118,7 +119,6 @@ def _configure_worker(
     config: pytest.Config, settings: Settings, workerinput: dict[str, Any]
 ) -> None:
     """An xdist worker runs tests against its controller's watchdog."""
-    from pytest_expiry.scoping import ScopeHooks  # noqa: PLC0415
     from pytest_expiry.signals import parse_signals  # noqa: PLC0415
     from pytest_expiry.xdist import WORKER_KEY  # noqa: PLC0415
 
@@ -126,9 +126,7 @@ def _configure_worker(
     if address is not None:
         directory, signal_text, session_deadline = address
         connect = _WorkerWatchdog(directory, parse_signals(signal_text), settings.grace)
-        budget = _budget(settings, session_deadline)
-        runner = ScopeHooks(config, settings, connect, budget)
-        config.pluginmanager.register(runner, _RUNNER)
+        _register_scopes(config, settings, connect, _budget(settings, session_deadline))
 
 
 def _configure_session(config: pytest.Config, settings: Settings) -> None:
@@ -144,11 +142,28 @@ def _configure_session(config: pytest.Config, settings: Settings) -> None:
 
         config.pluginmanager.register(XdistBridge(controller), "expiry-xdist")
     else:
-        from pytest_expiry.scoping import ScopeHooks  # noqa: PLC0415
-
         budget = _budget(settings, session_deadline)
-        runner = ScopeHooks(config, settings, controller.watchdog_address, budget)
-        config.pluginmanager.register(runner, _RUNNER)
+        _register_scopes(config, settings, controller.watchdog_address, budget)
+
+
+def _register_scopes(
+    config: pytest.Config,
+    settings: Settings,
+    connect: Callable[[bool], tuple[str, ExpirySignals]],
+    budget: SessionBudget | None,
+) -> None:
+    """The hooks that put tests (and, with ``--expiry-collect``, imports) in scopes, and the
+    session budget that caps their deadlines."""
+    from pytest_expiry.scoping import ScopeHooks  # noqa: PLC0415
+
+    hooks = ScopeHooks(config, settings, connect, budget)
+    config.pluginmanager.register(hooks, _RUNNER)
+    if budget is not None:
+        config.pluginmanager.register(budget, "expiry-session-budget")
+    if settings.collect:
+        from pytest_expiry.importscopes import ImportScopes  # noqa: PLC0415
+
+        config.pluginmanager.register(ImportScopes(hooks, settings.collect), "expiry-imports")
 
 
 class _WorkerWatchdog:

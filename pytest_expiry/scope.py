@@ -18,29 +18,33 @@ phase begins.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sys
-import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from pytest_expiry.asyncdelivery import deliver_into_loop
+from pytest_expiry.debugger import debugger_active
 from pytest_expiry.errors import Expired
+from pytest_expiry.protocol.accounts import await_account
 from pytest_expiry.protocol.client import EVENTS_NAME, MAX_PAYLOAD, ChannelClient, ChannelError
 from pytest_expiry.record import after_text
 from pytest_expiry.timer.api import clock
 
 __all__ = ["ActiveScope", "ScopeGuard"]
 
-_DEBUGGER_MODULES = ("bdb", "pdb", "pydevd", "_pydevd", "debugpy", "pudb", "IPython.core.debugger")
+_Result = TypeVar("_Result")
+
 _PENDING_ANSWER = 1.0  # how long pytest may take to reach the next phase after a pending expiry
 
 
 @dataclass(slots=True)
 class ActiveScope:
+    """A scope's state, written by its :class:`ScopeGuard` alone and read by anyone.
+    ``seconds`` is its length, ``deadline`` the point in time (on :func:`clock`) it ends."""
+
     nodeid: str
     seconds: float
     armed_at: float
@@ -51,22 +55,18 @@ class ActiveScope:
     answer_on_expiry: bool = False
     owner: object = None  # what it was armed for (the item), for a cheap identity check
     pending: bool = False  # the deadline passed between phases: expire at the next one
+    answered: bool = False  # the expiry was answered: what remains has a fresh deadline
+    released: bool = False
 
-
-_MONITORING: Any = getattr(sys, "monitoring", None)  # Python 3.12+: debuggers may use it
-
-
-def debugger_active() -> bool:
-    """True while pdb (or pydevd, debugpy, pudb...) is tracing this process."""
-    tracer: Any = sys.gettrace()
-    monitoring = _MONITORING
-    if tracer is None and monitoring is None:
-        return False  # the per-test fast path
-    owner = getattr(tracer, "__self__", tracer)
-    module = type(owner).__module__ if owner is not None else ""
-    if module.startswith(_DEBUGGER_MODULES):
-        return True
-    return monitoring is not None and monitoring.get_tool(monitoring.DEBUGGER_ID) is not None
+    @property
+    def state(self) -> str:
+        """``armed``, ``pending`` (its deadline passed between phases), ``expired`` (in
+        :attr:`expired_in`), ``answered`` or ``released``."""
+        if self.released:
+            return "released"
+        if self.expired_in is None:
+            return "pending" if self.pending else "armed"
+        return "answered" if self.answered else "expired"
 
 
 class ScopeGuard:
@@ -146,9 +146,40 @@ class ScopeGuard:
             self._publish(self.scope)
 
     def release(self) -> None:
+        """End the current scope: the watchdog forgets it."""
         if self.scope is not None:
+            self.scope.released = True
             self.scope = None
             self._publish(None)
+
+    def answer(self) -> None:
+        """Answer the watchdog after the scope expired in a phase: the process is alive and
+        pytest has control again, so what remains of the test (reporting, teardown) gets a
+        fresh deadline of the scope's length. Without an answer within the grace period
+        the watchdog kills the process."""
+        scope = self.scope
+        if scope is not None:
+            scope.answered = scope.expired_in is not None
+            self.rearm(scope.seconds)
+
+    def owned_by(self, owner: object) -> ActiveScope | None:
+        """The current scope, if it was armed for ``owner``."""
+        scope = self.scope
+        return scope if scope is not None and scope.owner is owner else None
+
+    def run_phase(self, phase: str) -> Generator[None, _Result, _Result]:
+        """For a hook wrapper (``return (yield from guard.run_phase(phase))``): pytest runs
+        ``phase`` of the scope's owner while this waits at its ``yield`` (see
+        :meth:`enter_phase` and :meth:`leave_phase`)."""
+        __tracebackhide__ = True
+        self.enter_phase(phase)
+        try:
+            result = yield
+        except BaseException:
+            self.phase = None
+            raise
+        self.leave_phase()
+        return result
 
     def enter_phase(self, phase: str) -> None:
         """pytest begins ``phase`` ("setup", "call", "teardown", "collect") of the scope's
@@ -194,35 +225,12 @@ class ScopeGuard:
             self.scope.armed_at += clock() - self._paused_at  # debugging time is not the test's
             self.rearm(left)
 
-    def await_event(self, scope: ActiveScope, timeout: float) -> dict[str, Any] | None:
-        """The watchdog's account of the expiry that raised ``Expired`` in ``scope`` (the
-        accounts of other escalations, answered without an exception, are skipped). Read
-        from the session's event log when the channel's socket is gone."""
-        end = clock() + timeout
-        while (left := end - clock()) > 0:
-            if self._channel is None or not self._channel.connected:
-                return self._logged_event(scope, end)
-            event = self._channel.receive_event(left)
-            if event is None:
-                continue
-            if _matches(event, scope):
-                return event
-        return None
-
-    def _logged_event(self, scope: ActiveScope, end: float) -> dict[str, Any] | None:
-        pause = 0.005
-        while clock() < end:
-            try:
-                with open(self._events_path) as log:
-                    for line in log:
-                        event = json.loads(line)
-                        if _matches(event, scope):
-                            return dict(event)
-            except (OSError, ValueError):
-                pass
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
-        return None
+    def await_account(self, scope: ActiveScope, timeout: float) -> dict[str, Any] | None:
+        """The watchdog's account of the expiry that raised ``Expired`` in ``scope``."""
+        held = _slot_name(scope.nodeid)
+        return await_account(
+            self._channel, self._events_path, (scope.nodeid, held), scope.expired_deadline, timeout
+        )
 
     def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
         """Raise ``Expired`` where the test hangs; or, where that cannot be done, answer the
@@ -256,7 +264,7 @@ class ScopeGuard:
             return
         if phase == scope.expired_in:
             if not self._sending:
-                self.rearm(scope.seconds)
+                self.answer()
             return
         self._expire(scope, phase, f"still running in {phase}", frame=frame)
 
@@ -274,7 +282,7 @@ class ScopeGuard:
             scope.expired_deadline = scope.deadline
         scope.expired_after = elapsed = clock() - scope.armed_at
         if scope.answer_on_expiry:
-            self.rearm(scope.seconds)
+            self.answer()
         error = Expired(f"{how} {after_text(elapsed, scope.seconds)}")
         if frame is not None and deliver_into_loop(error, frame, _file_of(scope.owner)):
             return  # the event loop raises it in the test's task, where that waits
@@ -309,10 +317,6 @@ def _file_of(owner: object) -> str:
     return str(path) if path is not None else ""
 
 
-def _matches(event: dict[str, Any], scope: ActiveScope) -> bool:
-    """Whether ``event`` is the account of ``scope``'s expiry (the watchdog knows the node
-    id as the slot holds it: at most ``MAX_PAYLOAD`` bytes of it)."""
-    if event.get("deadline_at") != scope.expired_deadline:
-        return False
-    held = scope.nodeid.encode()[:MAX_PAYLOAD].decode("utf-8", "replace")
-    return event.get("nodeid") in (scope.nodeid, held)
+def _slot_name(nodeid: str) -> str:
+    """``nodeid`` as the watchdog knows it: the slot holds at most ``MAX_PAYLOAD`` bytes."""
+    return nodeid.encode()[:MAX_PAYLOAD].decode("utf-8", "replace")

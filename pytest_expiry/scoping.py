@@ -13,14 +13,12 @@ from typing import Any
 
 import pytest
 
-from pytest_expiry import record as records
 from pytest_expiry.budget import SessionBudget
 from pytest_expiry.errors import find_expiry
-from pytest_expiry.labels import name_xdist_worker
-from pytest_expiry.learning import deadline_source, resolve_deadline
+from pytest_expiry.learning import resolve_deadline
+from pytest_expiry.outcome import account, complete_expiry, ended_late, note_if_slow
 from pytest_expiry.protocol.client import ChannelClient, ChannelError, stacks_directory
-from pytest_expiry.record import Record, after_text
-from pytest_expiry.report.carry import add_record, attach, report_marker_errors, where_it_hung
+from pytest_expiry.report.carry import report_marker_errors
 from pytest_expiry.scope import ActiveScope, ScopeGuard
 from pytest_expiry.settings import MarkerError, Settings
 from pytest_expiry.signals import ExpirySignals
@@ -29,14 +27,13 @@ from pytest_expiry.stacks.hook import ChildEnvironment
 from pytest_expiry.stacks.native import allow_tracing_by
 from pytest_expiry.timer.api import clock
 
-__all__ = ["DEADLINE", "ScopeHooks"]
+__all__ = ["DEADLINE", "ScopeHooks", "limits"]
 
 DEADLINE = pytest.StashKey[tuple[float, bool]]()
 """Each item's ``(seconds, func_only)``, resolved once at collection."""
 
 _NO_DEADLINE = (0.0, False)
 _ATTEMPT = pytest.StashKey[int]()  # how many times the item's setup began
-_EVENT_MARGIN = 2.0
 _FUNC_ONLY = "expiry-func-only"
 _RESTARTS = 3
 
@@ -57,12 +54,9 @@ class ScopeHooks:
         self._settings = settings
         self._connect = connect
         self._budget = budget
-        if budget is not None:
-            config.pluginmanager.register(budget, "expiry-session-budget")
         self.guard: ScopeGuard | None = None
         self.unavailable: str | None = None
         self._warned = False
-        self._hung_modules = 0
         self._restarts = 0
         self._environment = ChildEnvironment()
 
@@ -84,7 +78,11 @@ class ScopeHooks:
         self.guard = guard
         return guard
 
-    def _live_guard(self) -> ScopeGuard | None:
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def live_guard(self) -> ScopeGuard | None:
         """The guard, started if need be; a new watchdog if the one it had is gone."""
         guard = self.guard or self._start_guard()
         if guard is None:
@@ -121,18 +119,16 @@ class ScopeHooks:
             report_marker_errors(session, errors)
             items[:] = [item for item in items if item not in errors]
         manager = self._config.pluginmanager
-        if any(
-            item.stash.get(DEADLINE, _NO_DEADLINE)[1] for item in items
-        ) and not manager.has_plugin(_FUNC_ONLY):
+        if any(limits(item)[1] for item in items) and not manager.has_plugin(_FUNC_ONLY):
             manager.register(_FuncOnlyScopes(self), _FUNC_ONLY)
 
     def guard_for(self, item: pytest.Item) -> tuple[ScopeGuard | None, float]:
-        seconds, _func_only = item.stash.get(DEADLINE, _NO_DEADLINE)
+        seconds = limits(item)[0]
         if self._budget is not None:
             seconds = self._budget.cap(seconds)
         if not seconds or self.unavailable is not None:
             return None, 0.0
-        guard = self._live_guard()
+        guard = self.live_guard()
         if guard is None and self.unavailable and not self._warned:
             self._warn(f"{self.unavailable}; tests from here on run without deadlines")
         return guard, seconds
@@ -140,7 +136,7 @@ class ScopeHooks:
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
         guard, seconds = self.guard_for(item)
-        if guard is None or item.stash.get(DEADLINE, _NO_DEADLINE)[1]:
+        if guard is None or limits(item)[1]:
             return (yield)
         guard.arm(item.nodeid, seconds, owner=item)
         try:
@@ -149,18 +145,9 @@ class ScopeHooks:
             guard.release()
 
     def _in_phase(self, phase: str) -> Generator[None, object, object]:
-        """Tell the guard which phase pytest is in while it runs it."""
-        guard = self.guard
-        if guard is None:
+        if self.guard is None:
             return (yield)
-        guard.enter_phase(phase)
-        try:
-            result = yield
-        except BaseException:
-            guard.phase = None
-            raise
-        guard.leave_phase()
-        return result
+        return (yield from self.guard.run_phase(phase))
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
@@ -173,17 +160,18 @@ class ScopeHooks:
         ``pytest_runtest_protocol``) is a test run of its own, not the rest of the first."""
         attempt = item.stash.get(_ATTEMPT, 0) + 1
         item.stash[_ATTEMPT] = attempt
-        if attempt > 1:  # what JUnit shows of the earlier attempts says whose it was
-            item.user_properties[:] = [
-                (name, f"attempt {attempt - 1}: {value}")
-                if name == "expiry" and not str(value).startswith("attempt ")
-                else (name, value)
-                for name, value in item.user_properties
-            ]
+        if attempt == 1:
+            return
+        item.user_properties[:] = [  # what JUnit shows of earlier attempts says whose it was
+            (name, f"attempt {attempt - 1}: {value}")
+            if name == "expiry" and not str(value).startswith("attempt ")
+            else (name, value)
+            for name, value in item.user_properties
+        ]
         guard = self.guard
-        if attempt > 1 and guard is not None and guard.scope is not None:
+        if guard is not None and guard.owned_by(item) is not None:
             seconds = self.guard_for(item)[1]
-            if guard.scope.owner is item and seconds:
+            if seconds:
                 guard.arm(item.nodeid, seconds, owner=item)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -199,57 +187,33 @@ class ScopeHooks:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         guard = self.guard
-        scope = guard.scope if guard is not None else None
-        if scope is not None and scope.owner is not item:
-            scope = None
-        if guard is not None and scope is not None and scope.expired_in == call.when:
+        scope = guard.owned_by(item) if guard is not None else None
+        expired_here = scope is not None and scope.expired_in == call.when
+        if guard is not None and expired_here:
             # answer the watchdog before pytest formats the failure, which can take longer
             # than the grace period (deep tracebacks, slow reprs, a loaded machine)
-            guard.rearm(scope.seconds)
-            from pytest_expiry.doctests import point_at_the_hung_example  # noqa: PLC0415
-
-            point_at_the_hung_example(item, call)
-            expired = find_expiry(call.excinfo.value) if call.excinfo is not None else None
-            if expired is not None:
-                from pytest_expiry.asyncdelivery import end_at_the_await  # noqa: PLC0415
-
-                end_at_the_await(expired, str(item.path))
+            guard.answer()
+            _point_at_the_hang(item, call)
         report = yield
         if guard is not None and scope is not None:
-            if scope.expired_in == call.when:
+            if expired_here:
                 self._complete_expiry(guard, scope, call, report, item)
             elif call.when == "teardown" and scope.expired_in is None:
-                self._check_overrun(scope, report)
+                self._check_overrun(guard, scope, report)
         elif call.when == "call" and self._settings.slow:
-            seconds, func_only = item.stash.get(DEADLINE, _NO_DEADLINE)
+            seconds, func_only = limits(item)
             if func_only and seconds:  # a func_only scope is the call phase alone
-                self._note_if_slow(item.nodeid, seconds, call.duration, report)
+                note_if_slow(item.nodeid, seconds, call.duration, report, self._settings.slow)
         return report
 
-    def _check_overrun(self, scope: ActiveScope, report: pytest.TestReport) -> None:
-        """A test that ended after its deadline, before the watchdog's interrupt reached it
-        (while its stacks were gathered), expired all the same."""
-        elapsed = clock() - scope.armed_at
-        if clock() > scope.deadline and self.guard is not None and not self.guard.paused:
-            record = records.ended_late(scope.nodeid, scope.seconds, elapsed)
-            record.update(deadline_source(scope.owner, scope.seconds, self._settings))
-            report.outcome = "failed"
-            report.longrepr = (
-                f"pytest_expiry.Expired: ended after {elapsed:.2f} s, "
-                f"{clock() - scope.deadline:.3f} s past its deadline "
-                f"(deadline {round(scope.seconds, 3):g} s)"
-            )
-            add_record(report, record)
-        elif self._settings.slow:
-            self._note_if_slow(scope.nodeid, scope.seconds, elapsed, report)
-
-    def _account(self, guard: ScopeGuard, scope: ActiveScope, phase: str) -> Record:
-        """Merge the watchdog's account of the expiry into one record (the watchdog was
-        answered, and what is left of the test re-armed, before the report was made)."""
-        account = guard.await_event(scope, self._settings.grace + _EVENT_MARGIN)
-        record = records.expired(scope.nodeid, phase, scope.seconds, scope.expired_after, account)
-        record.update(deadline_source(scope.owner, scope.seconds, self._settings))
-        return record
+    def _check_overrun(
+        self, guard: ScopeGuard, scope: ActiveScope, report: pytest.TestReport
+    ) -> None:
+        if not guard.paused and ended_late(scope, report, self._settings):
+            return
+        if self._settings.slow:
+            elapsed = clock() - scope.armed_at
+            note_if_slow(scope.nodeid, scope.seconds, elapsed, report, self._settings.slow)
 
     def _complete_expiry(
         self,
@@ -259,75 +223,16 @@ class ScopeHooks:
         report: pytest.TestReport,
         item: pytest.Item,
     ) -> None:
-        record = self._account(guard, scope, call.when)
-        record["attempt"] = item.stash.get(_ATTEMPT, 1)
-        record["hung_at"] = where_it_hung(call.excinfo)
-        worker_id = getattr(self._config, "workerinput", {}).get("workerid")
-        if worker_id:
-            name_xdist_worker(record, worker_id)
-        expired = find_expiry(call.excinfo.value) if call.excinfo is not None else None
-        if expired is not None and expired.pending_tasks:
-            record["tasks"] = expired.pending_tasks
-        if call.when == "call" and item.stash.get(DEADLINE, _NO_DEADLINE)[1]:
+        record = account(guard, scope, call.when, self._settings)
+        if call.when == "call" and limits(item)[1]:
             guard.release()  # a func_only scope covers the call alone
         else:
             # what is left of the test starts now, with a fresh deadline: an interrupt for the
             # earlier one that arrives late (the report took long) is then seen as stale
-            guard.rearm(scope.seconds)
-        if expired is None:
-            report.outcome = "failed"
-            report.longrepr = (
-                f"expired in {call.when} {after_text(record['elapsed'], scope.seconds)}, "
-                "and the test swallowed the Expired exception"
-            )
-        attach(report, record)
-        item.user_properties.append(report.user_properties[-1])  # JUnit reads the item's
+            guard.answer()
+        record["attempt"] = item.stash.get(_ATTEMPT, 1)
+        complete_expiry(record, scope, call, report, item)
         item.ihook.pytest_expiry_expired(item=item, record=record)
-
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_make_collect_report(
-        self, collector: pytest.Collector
-    ) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
-        """A module that hangs at import becomes a collection error with the stacks."""
-        seconds = self._settings.collect
-        if not seconds or not isinstance(collector, pytest.Module) or self.unavailable:
-            return (yield)
-        guard = self._live_guard()
-        if guard is None:
-            return (yield)
-        scope = guard.arm(collector.nodeid, seconds, answer_on_expiry=True)
-        guard.phase = "collect"
-        try:
-            report = yield
-        finally:
-            guard.phase = None
-            if scope.expired_in is None:
-                guard.release()
-        if scope.expired_in is not None:
-            record = self._account(guard, scope, "collect")
-            guard.release()
-            attach(report, record)
-            self._hung_modules += 1
-        return report
-
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
-        """A module that hung at import is reported, but does not stop the other modules'
-        tests from running (other collection errors keep pytest's rule)."""
-        option = session.config.option
-        if not self._hung_modules or session.testsfailed != self._hung_modules:
-            return (yield)
-        previous, option.continue_on_collection_errors = option.continue_on_collection_errors, True
-        try:
-            return (yield)
-        finally:
-            option.continue_on_collection_errors = previous
-
-    def _note_if_slow(
-        self, nodeid: str, seconds: float, elapsed: float, report: pytest.TestReport
-    ) -> None:
-        if elapsed >= self._settings.slow * seconds and not getattr(report, "expiry", None):
-            add_record(report, records.slow(nodeid, report.when, seconds, elapsed))
 
     def _warn(self, problem: str) -> None:
         if self._warned:
@@ -368,17 +273,34 @@ class _FuncOnlyScopes:
     """Scopes around the call phase alone, for items with ``func_only``; registered only
     when a collected item needs it, so other sessions do not pay for the hook."""
 
-    def __init__(self, runner: ScopeHooks) -> None:
-        self._runner = runner
+    def __init__(self, hooks: ScopeHooks) -> None:
+        self._hooks = hooks
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
-        guard, seconds = self._runner.guard_for(item)
-        if guard is None or not item.stash.get(DEADLINE, _NO_DEADLINE)[1]:
+        guard, seconds = self._hooks.guard_for(item)
+        if guard is None or not limits(item)[1]:
             return (yield)
-        guard.arm(item.nodeid, seconds, owner=item)
+        scope = guard.arm(item.nodeid, seconds, owner=item)
         try:
             return (yield)
         finally:
-            if guard.scope is not None and guard.scope.expired_in is None:
+            if scope.expired_in is None:  # an expired one was released with its report
                 guard.release()
+
+
+def limits(item: pytest.Item) -> tuple[float, bool]:
+    """``item``'s deadline in seconds (0: none) and whether it is ``func_only``."""
+    return item.stash.get(DEADLINE, _NO_DEADLINE)
+
+
+def _point_at_the_hang(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    """Make the failure end where the test hangs: a doctest's example, an async test's
+    ``await`` (rather than the event loop's machinery)."""
+    from pytest_expiry.asyncdelivery import end_at_the_await  # noqa: PLC0415 - rare path
+    from pytest_expiry.doctests import point_at_the_hung_example  # noqa: PLC0415
+
+    point_at_the_hung_example(item, call)
+    expired = find_expiry(call.excinfo.value) if call.excinfo is not None else None
+    if expired is not None:
+        end_at_the_await(expired, str(item.path))

@@ -13,9 +13,14 @@ Everything lives in the session's directory, which only the session's user can e
 * **The stream socket** (``socket``): the ``HELLO`` that names the process and its slot,
   and ``A``/``R`` frames for scopes beyond the slot (the :class:`TimerClient` interface,
   any number of scopes); the watchdog sends escalation events back, one JSON object per line.
+* **The answer.** While the watchdog escalates a process's expired scope, any write to
+  that process's slot (a fresh deadline for what remains of the test, or a release) is its
+  *answer*: the process is alive and pytest has control again, so the escalation stops short
+  of the hard kill (:meth:`pytest_expiry.scope.ScopeGuard.answer` on this side,
+  ``Escalation.answered`` on the watchdog's).
 * **The wake socket** (``wake``, datagrams): a write whose deadline is nearer than
-  ``URGENT_WITHIN``, or one that ends a scope whose deadline has passed (the answer an
-  escalation waits for), is followed by a byte here, which the watchdog waits on.
+  ``URGENT_WITHIN``, or one that replaces a scope whose deadline has passed (an answer), is
+  followed by a byte here, which the watchdog waits on.
 * **The heartbeat** (``heartbeat``): the watchdog writes the time of each of its wake-ups
   there (at least each ``DRAIN_INTERVAL``); a test process that sees it older than
   two drains, and that does not move when woken, knows the watchdog is dead or stopped,

@@ -18,10 +18,9 @@ from pytest_expiry.timer.api import (
     RequestQueue,
     TimerClient,
     TimerRequest,
-    TimerServer,
     clock,
-    expired_by_worker,
 )
+from pytest_expiry.timer.table import TimerTable
 
 __all__ = ["LocalTimerClient", "LocalTimerServer", "MultiprocessingRequestQueue"]
 
@@ -183,7 +182,7 @@ class MultiprocessingRequestQueue(RequestQueue):
         return self._mp_queue.get()  # type: ignore[no-any-return]
 
 
-class LocalTimerServer(TimerServer):
+class LocalTimerServer(TimerTable):
     """Keeps timers by ``(pid, scope_id)`` and SIGKILLs a worker whose timer expires.
 
     A worker is signalled only while its pid still names the process that armed the timer;
@@ -200,27 +199,6 @@ class LocalTimerServer(TimerServer):
         clock: Callable[[], float] = clock,
     ) -> None:
         super().__init__(MultiprocessingRequestQueue(mp_queue), max_interval, daemon, clock=clock)
-        self._timers: dict[tuple[Any, str], TimerRequest] = {}
-
-    def register_timers(self, timer_requests: list[TimerRequest]) -> None:
-        for request in timer_requests:
-            key = (request.worker_id, request.scope_id)
-            if request.is_release:
-                self._timers.pop(key, None)
-            else:
-                self._timers[key] = request
-
-    def clear_timers(self, worker_ids: set[Any]) -> None:
-        for key in [key for key in self._timers if key[0] in worker_ids]:
-            del self._timers[key]
-
-    def get_expired_timers(self, deadline: float) -> dict[Any, list[TimerRequest]]:
-        return expired_by_worker(self._timers.values(), deadline)
-
-    def next_expiration(self, after: float) -> float | None:
-        """The earliest deadline strictly after ``after`` (see :class:`TimerServer`)."""
-        upcoming = [r.expiration_time for r in self._timers.values() if r.expiration_time > after]
-        return min(upcoming, default=None)
 
     def _reap_worker(self, worker_id: Any) -> bool:
         """Kill each process that armed an expired timer under ``worker_id``, if it is still

@@ -28,16 +28,16 @@ from pytest_expiry import procs
 from pytest_expiry.protocol.client import EVENTS_NAME, STACKS_NAME, STOP
 from pytest_expiry.protocol.server import ALL_SCOPES, SocketRequestQueue
 from pytest_expiry.signals import ExpirySignals, parse_signals
-from pytest_expiry.timer.api import TimerRequest, TimerServer, clock, expired_by_worker
+from pytest_expiry.timer.api import TimerRequest, clock
+from pytest_expiry.timer.table import TimerTable
 
 __all__ = ["ExpiryServer", "main"]
 
 
-_Key = tuple[Any, str]
 _PARENT_CHECK = 0.5
 
 
-class ExpiryServer(TimerServer):
+class ExpiryServer(TimerTable):
     """Timers by ``(pid, scope)``; an expired one starts an :class:`Escalation`."""
 
     def __init__(
@@ -61,33 +61,19 @@ class ExpiryServer(TimerServer):
         self._report_path = report_path
         self._events_path = os.path.join(directory, EVENTS_NAME)
         self._events_lock = threading.Lock()
-        self._timers: dict[_Key, TimerRequest] = {}
         self._escalations: dict[Any, Escalation] = {}
 
     def register_timers(self, timer_requests: list[TimerRequest]) -> None:
+        """Any request of a process whose scope is being escalated is its answer."""
         for request in timer_requests:
             escalation = self._escalations.pop(request.worker_id, None)
             if escalation is not None:
                 escalation.answered()
                 self._queue.watch(request.worker_id, False)
-            key = (request.worker_id, request.scope_id)
             if request.scope_id == ALL_SCOPES:
                 self.clear_timers({request.worker_id})
-            elif request.is_release:
-                self._timers.pop(key, None)
             else:
-                self._timers[key] = request
-
-    def clear_timers(self, worker_ids: set[Any]) -> None:
-        for key in [key for key in self._timers if key[0] in worker_ids]:
-            del self._timers[key]
-
-    def get_expired_timers(self, deadline: float) -> dict[Any, list[TimerRequest]]:
-        return expired_by_worker(self._timers.values(), deadline)
-
-    def next_expiration(self, after: float) -> float | None:
-        times = (r.expiration_time for r in self._timers.values())
-        return min((t for t in times if t > after), default=None)
+                super().register_timers([request])
 
     def _reap_worker(self, worker_id: Any) -> bool:
         from pytest_expiry.stacks.native import find_native_unwinder  # noqa: PLC0415

@@ -299,13 +299,16 @@ def test_a_hello_naming_another_users_file_drops_the_peer(watchdog):
         peer.close()
 
 
-def test_a_hello_may_name_no_slot_and_use_frames_alone(watchdog):
+def test_a_frame_other_than_hello_arms_nothing_and_drops_its_sender(watchdog):
+    """Scopes are published in slots only: the stream carries the HELLO and events."""
     peer = watchdog.connect()
     try:
         scope = b"worker-scope"
         frame = FRAME.pack(b"A", clock() + 60, 0.0, 0.0, len(scope)) + scope
         peer.sendall(hello_frame(str(os.getpid()).encode()) + frame)
-        assert arms(watchdog.poll_until(1)) == ["worker-scope"]
+        assert arms(watchdog.poll_until(1, seconds=0.5)) == []
+        peer.settimeout(2)
+        assert peer.recv(1) == b""
     finally:
         peer.close()
 

@@ -10,9 +10,9 @@ Everything lives in the session's directory, which only the session's user can e
   least each ``DRAIN_INTERVAL``). A slot is a sequence lock: the writer makes the sequence
   number odd, writes, and makes it even again; the reader keeps what it read only if the
   number was even and unchanged around its read.
-* **The stream socket** (``socket``): the ``HELLO`` that names the process and its slot,
-  and ``A``/``R`` frames for scopes beyond the slot (the :class:`TimerClient` interface,
-  any number of scopes); the watchdog sends escalation events back, one JSON object per line.
+* **The stream socket** (``socket``): the ``HELLO`` frame that names the process and its
+  slot (any other frame drops the peer); the watchdog sends escalation events back, one JSON
+  object per line.
 * **The answer.** While the watchdog escalates a process's expired scope, any write to
   that process's slot (a fresh deadline for what remains of the test, or a release) is its
   *answer*: the process is alive and pytest has control again, so the escalation stops short
@@ -50,7 +50,7 @@ from typing import Any
 
 from pytest_expiry.protocol.descriptors import Mapping as _Mapping
 from pytest_expiry.protocol.descriptors import OwnSocket as _OwnSocket
-from pytest_expiry.timer.api import TimerClient, clock
+from pytest_expiry.timer.api import clock
 
 __all__ = [
     "DRAIN_INTERVAL",
@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 FRAME = struct.Struct("!cdddI")
-HELLO, ARM, RELEASE = b"H", b"A", b"R"
+HELLO = b"H"
 SOCKET_NAME, WAKE_NAME = "socket", "wake"
 STACKS_NAME, EVENTS_NAME, SCOPES_NAME = "stacks", "events.jsonl", "scopes"
 HEARTBEAT_NAME = "heartbeat"
@@ -126,13 +126,9 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_clients_in_child)
 
 
-class ChannelClient(TimerClient):
-    """The test process's end of the channel (one per process, connected once).
-
-    :meth:`arm` and :meth:`disarm` publish the process's current scope in its slot;
-    :meth:`acquire` and :meth:`release` (the :class:`TimerClient` interface) send frames,
-    for any number of further scopes.
-    """
+class ChannelClient:
+    """The test process's end of the channel (one per process, connected once):
+    :meth:`arm` and :meth:`disarm` publish the process's current scope in its slot."""
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
@@ -263,12 +259,6 @@ class ChannelClient(TimerClient):
         assert self._heartbeat is not None
         beat: float = HEARTBEAT.unpack_from(self._heartbeat.memory, 0)[0]
         return beat
-
-    def acquire(self, scope_id: str, expiration_time: float) -> None:
-        self._send(ARM, expiration_time, 0.0, 0.0, scope_id)
-
-    def release(self, scope_id: str) -> None:
-        self._send(RELEASE, RELEASED, 0.0, 0.0, scope_id)
 
     def _send(
         self, kind: bytes, deadline: float, slow_at: float, armed_at: float, payload: str

@@ -27,14 +27,12 @@ import psutil
 
 from pytest_expiry import procs
 from pytest_expiry.protocol.client import (
-    ARM,
     DRAIN_INTERVAL,
     FRAME,
     HEARTBEAT,
     HEARTBEAT_NAME,
     HELLO,
     MAX_PAYLOAD,
-    RELEASE,
     RELEASED,
     SCOPES_NAME,
     SLOT,
@@ -296,7 +294,7 @@ class SocketRequestQueue(RequestQueue):
 
     def _take_frames(self, peer: _Peer) -> bool:
         while len(peer.buffer) >= FRAME.size:
-            kind, deadline, slow_at, armed_at, length = FRAME.unpack_from(peer.buffer)
+            kind, _deadline, _slow_at, _armed_at, length = FRAME.unpack_from(peer.buffer)
             if length > MAX_PAYLOAD:
                 return False
             end = FRAME.size + length
@@ -304,7 +302,7 @@ class SocketRequestQueue(RequestQueue):
                 return True
             try:
                 payload = peer.buffer[FRAME.size : end].decode()
-                accepted = self._accept_frame(peer, kind, (deadline, slow_at, armed_at), payload)
+                accepted = self._accept_frame(peer, kind, payload)
             except (ValueError, OSError, psutil.Error):  # a broken or hostile peer
                 accepted = False
             peer.buffer = peer.buffer[end:]
@@ -312,19 +310,8 @@ class SocketRequestQueue(RequestQueue):
                 return False
         return True
 
-    def _accept_frame(
-        self, peer: _Peer, kind: bytes, times: tuple[float, float, float], payload: str
-    ) -> bool:
-        if kind == HELLO:
-            return peer.pid is None and self._hello(peer, payload)
-        if peer.pid is None or kind not in (ARM, RELEASE):
-            return False
-        deadline, slow_at, armed_at = times
-        expiration = deadline if kind == ARM else RELEASED
-        self._ready.append(
-            ScopeRequest(peer.pid, payload, expiration, peer.created, slow_at or None, armed_at)
-        )
-        return True
+    def _accept_frame(self, peer: _Peer, kind: bytes, payload: str) -> bool:
+        return kind == HELLO and peer.pid is None and self._hello(peer, payload)
 
     def _hello(self, peer: _Peer, payload: str) -> bool:
         """``pid`` or ``pid,slot``: who the peer is, and the name of its slot, if any."""

@@ -117,12 +117,14 @@ def session_env(tag: str, **extra: str) -> dict[str, str]:
 
 
 def watchdogs_of(pid: int) -> list[psutil.Process]:
-    """The watchdogs launched by session ``pid`` (they are not its children: detached)."""
+    """The watchdogs launched by session ``pid`` (they are not its children: detached). The
+    short-lived shell that launches one carries the same arguments after its own: a
+    watchdog is the process that runs the module (``python -m MODULE``)."""
     found = []
     for process in psutil.process_iter():
         with contextlib.suppress(psutil.Error, ValueError):
             command = process.cmdline()
-            if WATCHDOG_MODULE in command:
+            if command[1:3] == ["-m", WATCHDOG_MODULE]:
                 settings = json.loads(command[command.index(WATCHDOG_MODULE) + 1])
                 if settings["session_pid"] == pid:
                     found.append(process)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -30,6 +31,16 @@ NO_EXTRAS = ("-p", "no:hypothesispytest", "-p", "no:randomly")
 back by name): every ``run_pytest`` session gets them in ``PYTEST_ADDOPTS``."""
 
 TAG = "EXPIRY_TEST_TAG"
+
+
+def nobody() -> pwd.struct_passwd:
+    """The user ``nobody``, for a test that acts as another user (skipped unless root)."""
+    if os.getuid() != 0:
+        pytest.skip("needs root, to act as another user")
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody'")
 
 
 def tagged_processes(tag: str) -> list[psutil.Process]:

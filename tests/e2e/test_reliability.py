@@ -5,10 +5,10 @@
   one host never see each other.
 * **Precision.** A test that ends within its deadline is never expired; one that overruns
   always is; many short deadlines under load give no false expiry.
-* **PID safety.** Only processes of an expired scope are ever signalled: never pid 1, the
-  watchdog itself, a recycled pid, or a process from outside the session.
-* **Private channel.** The session directory and its sockets belong to the session's user; a
-  peer of another user, or one lying about its pid, arms (and disarms) nothing.
+* **PID safety.** Only processes of an expired scope are ever signalled: never a process
+  from outside the session (the unit tests are in ``tests/test_pid_safety.py``).
+* **Private channel.** The session directory and its sockets belong to the session's user
+  (hostile peers of the watchdog's socket: ``tests/test_hostile_peers.py``).
 * **Stress.** Hundreds of short deadlines with hangs of every kind mixed in: every hang
   expires exactly once, nothing else does, nothing is left running.
 * **Signals.** The tests' own signal handlers keep working; the plugin's signals can be
@@ -25,13 +25,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import uuid
@@ -44,17 +41,10 @@ from typing import Any
 import psutil
 import pytest
 
-from pytest_expiry import procs
-from pytest_expiry.protocol.client import FRAME, ChannelClient, bind_sockets
-from pytest_expiry.protocol.server import ScopeRequest, SocketRequestQueue
-from pytest_expiry.signals import default_signals
-from pytest_expiry.timer.api import TimerRequest, clock
-from pytest_expiry.watchdog.escalation import Escalation, LadderSettings
-
 try:
-    from tests.helpers import TAG, assert_none_left, tagged_processes
+    from tests.helpers import TAG, assert_none_left, nobody, tagged_processes
 except ImportError:  # run by a pytest whose sys.path lacks the repository root
-    from helpers import TAG, assert_none_left, tagged_processes  # type: ignore[no-redef]
+    from helpers import TAG, assert_none_left, nobody, tagged_processes  # type: ignore[no-redef]
 
 PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
 WATCHDOG_MODULE = "pytest_expiry.watchdog.main"
@@ -707,108 +697,6 @@ def test_an_expiry_never_signals_a_process_from_outside_the_session(pytester, ru
         bystander.wait()
 
 
-def test_pid_1_and_the_watchdogs_own_pid_are_protected():
-    assert procs.is_protected(0)
-    assert procs.is_protected(1)
-    assert procs.is_protected(os.getpid())
-    assert not procs.is_protected(os.getppid())
-
-
-def test_identify_never_returns_a_protected_process():
-    assert procs.identify(1) is None
-    assert procs.identify(os.getpid()) is None
-    assert procs.identify(os.getpid(), procs.start_time(os.getpid())) is None
-
-
-@pytest.fixture
-def sent_signals(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """Record, instead of sending, every signal the code under test sends: a regression
-    here must fail the test, not SIGKILL pid 1 or pytest."""
-    sent: list[tuple[int, int]] = []
-
-    def record_send(process: psutil.Process, sig: int) -> None:
-        sent.append((process.pid, int(sig)))
-
-    def record_main_thread(pid: int, signum: int) -> None:
-        sent.append((pid, int(signum)))
-
-    monkeypatch.setattr(psutil.Process, "send_signal", record_send)
-    monkeypatch.setattr(psutil.Process, "kill", lambda p: record_send(p, signal.SIGKILL))
-    monkeypatch.setattr(psutil.Process, "terminate", lambda p: record_send(p, signal.SIGTERM))
-    monkeypatch.setattr("pytest_expiry.watchdog.escalation.signal_main_thread", record_main_thread)
-    monkeypatch.setattr("pytest_expiry.stacks.collect.signal_main_thread", record_main_thread)
-    monkeypatch.setattr(os, "kill", record_main_thread)
-    return sent
-
-
-def test_end_processes_never_signals_pid_1_or_the_watchdog_itself(sent_signals):
-    ending = procs.end_processes([psutil.Process(1), psutil.Process()], grace=0)
-    assert sent_signals == []
-    assert ending.signals == {}
-
-
-@pytest.mark.parametrize("who", ["pid 1", "the watchdog itself"])
-def test_an_expired_scope_claimed_by_a_protected_pid_escalates_to_nothing(sent_signals, who):
-    pid = 1 if who == "pid 1" else os.getpid()
-    request = TimerRequest(pid, "test_x.py::test_x", clock() - 1, procs.start_time(pid))
-    delivered: list[Any] = []
-    settings = LadderSettings(0.1, default_signals(), tempfile.gettempdir())
-    record = lambda pid, event: delivered.append(event)  # noqa: E731
-    Escalation(request, settings, record, record).run()
-    assert sent_signals == []
-    assert delivered == []
-
-
-def _take_pid(pid: int, attempts: int = 50) -> subprocess.Popen[bytes] | None:
-    """Start a ``sleep`` that gets exactly ``pid`` (through ns_last_pid), or None."""
-    for _ in range(attempts):
-        try:
-            with open("/proc/sys/kernel/ns_last_pid", "w") as last:
-                last.write(str(pid - 1))
-        except OSError:
-            return None
-        candidate = subprocess.Popen(["sleep", "60"])
-        if candidate.pid == pid:
-            return candidate
-        candidate.kill()
-        candidate.wait()
-    return None
-
-
-def test_a_recycled_pid_is_never_signalled():
-    """A process object of a test's child that exited, whose pid now names a stranger:
-    ``identify`` refuses it and ``end_processes`` neither raises nor signals the stranger."""
-    original = subprocess.Popen(["sleep", "60"])
-    remembered = psutil.Process(original.pid)
-    started = procs.start_time(original.pid)
-    original.kill()
-    original.wait()
-    time.sleep(0.05)  # a start time differs from the old one by at least a clock tick
-    stranger = _take_pid(original.pid)
-    if stranger is None:
-        pytest.skip("cannot recycle a pid here (ns_last_pid not writable, or too busy)")
-    try:
-        assert procs.identify(remembered.pid, started) is None
-        assert procs.gone(remembered)
-        ending = procs.end_processes([remembered], grace=0.1)
-        assert ending.signals == {}
-        time.sleep(0.1)
-        assert stranger.poll() is None, "the stranger that got the recycled pid was signalled"
-    finally:
-        stranger.kill()
-        stranger.wait()
-
-
-def test_a_process_that_exited_is_never_signalled_and_never_an_error():
-    child = subprocess.Popen(["sleep", "60"])
-    remembered = psutil.Process(child.pid)
-    child.kill()
-    child.wait()
-    ending = procs.end_processes([remembered], grace=0.1)
-    assert ending.signals == {}
-    assert ending.survivors == []
-
-
 # --------------------------------------------------------------------------------------
 # Private channel
 
@@ -834,15 +722,6 @@ def test_the_session_directory_is_private_to_the_sessions_user(running_session):
     assert {"socket", "wake", "stacks"} <= set(os.listdir(running_session))
 
 
-def _nobody() -> pwd.struct_passwd:
-    if os.getuid() != 0:
-        pytest.skip("needs root, to act as another user")
-    try:
-        return pwd.getpwnam("nobody")
-    except KeyError:
-        pytest.skip("no user 'nobody'")
-
-
 AS_NOBODY = """
 import errno, os, socket, sys
 directory, uid, gid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -864,9 +743,9 @@ print(attempt(lambda: stream.connect(os.path.join(directory, "socket"))),
 
 
 def test_another_user_cannot_reach_the_watchdogs_sockets(running_session):
-    nobody = _nobody()
+    user = nobody()
     result = subprocess.run(
-        [sys.executable, "-c", AS_NOBODY, running_session, str(nobody.pw_uid), str(nobody.pw_gid)],
+        [sys.executable, "-c", AS_NOBODY, running_session, str(user.pw_uid), str(user.pw_gid)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -875,186 +754,6 @@ def test_another_user_cannot_reach_the_watchdogs_sockets(running_session):
     assert result.returncode == 0, result.stderr
     connect, wake, stacks = result.stdout.split()
     assert (connect, wake, stacks) == ("EACCES", "EACCES", "EACCES")
-
-
-class Queue:
-    """A watchdog's end of the channel, in this process, in a fresh directory."""
-
-    def __init__(self, mode: int = 0o700) -> None:
-        self.directory = tempfile.mkdtemp(prefix="reliability-channel-")
-        os.chmod(self.directory, mode)
-        listener, waker = bind_sockets(self.directory)
-        self.socket_path = os.path.join(self.directory, "socket")
-        self.queue = SocketRequestQueue(listener, waker)
-        self._sockets = [listener, waker]
-        self.errors: list[BaseException] = []
-
-    def drain(
-        self, seconds: float, until: Callable[[list[TimerRequest]], bool] | None = None
-    ) -> list[TimerRequest]:
-        """Every request the queue yields within ``seconds`` (or until ``until`` is true);
-        exceptions out of ``get`` are collected in ``errors``."""
-        requests: list[TimerRequest] = []
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and not (until and until(requests)):
-            try:
-                requests += self.queue.get(16, 0.05)
-            except Exception as error:
-                self.errors.append(error)
-                time.sleep(0.01)
-        return requests
-
-    def connect(self) -> socket.socket:
-        peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        peer.connect(self.socket_path)
-        return peer
-
-    def close(self) -> None:
-        for sock in self._sockets:
-            sock.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
-@pytest.fixture
-def channel() -> Iterator[Queue]:
-    queue = Queue()
-    yield queue
-    queue.close()
-
-
-def frame(kind: bytes, payload: bytes, deadline: float = 0.0) -> bytes:
-    return FRAME.pack(kind, deadline, 0.0, 0.0, len(payload)) + payload
-
-
-def hello(pid: int) -> bytes:
-    return frame(b"H", str(pid).encode())
-
-
-def closed_by_peer(sock: socket.socket, timeout: float = 2.0) -> bool:
-    sock.settimeout(timeout)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-
-
-AS_NOBODY_PEER = """
-import os, socket, struct, sys, time
-path, uid, gid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-os.setgroups([])
-os.setgid(gid)
-os.setuid(uid)
-FRAME = struct.Struct("!cdddI")
-def frame(kind, payload, deadline=0.0):
-    return FRAME.pack(kind, deadline, 0.0, 0.0, len(payload)) + payload
-peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-peer.connect(path)
-me = str(os.getpid()).encode()
-try:
-    peer.sendall(frame(b"H", me) + frame(b"A", b"test_x.py::test_x", time.monotonic() - 1))
-except OSError:
-    pass
-peer.settimeout(5)
-try:
-    print("closed" if peer.recv(1) == b"" else "open")
-except ConnectionResetError:
-    print("closed")
-except TimeoutError:
-    print("open")
-"""
-
-
-def test_a_peer_of_another_user_is_refused_even_if_it_reaches_the_socket():
-    """Defence in depth behind the 0700 directory: ``SO_PEERCRED`` names the peer's user,
-    and a peer of another user is disconnected before any of its frames is read."""
-    nobody = _nobody()
-    channel = Queue(mode=0o755)
-    try:
-        os.chmod(channel.socket_path, 0o777)
-        peer = subprocess.Popen(
-            [sys.executable, "-c", AS_NOBODY_PEER, channel.socket_path,
-             str(nobody.pw_uid), str(nobody.pw_gid)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        requests = channel.drain(10, until=lambda _: peer.poll() is not None)
-        out, err = peer.communicate(timeout=10)
-        assert out.strip() == "closed", err
-        assert requests == []
-        assert channel.errors == []
-    finally:
-        channel.close()
-
-
-def test_a_peer_whose_hello_names_another_pid_is_dropped_and_arms_nothing(channel):
-    stranger = subprocess.Popen(["sleep", "60"])
-    try:
-        forger = channel.connect()
-        forger.sendall(hello(stranger.pid) + frame(b"A", b"test_x.py::test_x", clock() - 1))
-        requests = channel.drain(0.5)
-        assert closed_by_peer(forger)
-        arms = [r for r in requests if isinstance(r, ScopeRequest) and not r.is_release]
-        assert arms == []
-        assert channel.errors == []
-    finally:
-        stranger.kill()
-        stranger.wait()
-
-
-VICTIM = """
-import sys, time
-from pytest_expiry.protocol.client import ChannelClient
-from pytest_expiry.timer.api import clock
-client = ChannelClient(sys.argv[1])
-client.arm("test_victim.py::test_victim", clock() + 60, 0.0, clock())
-print("armed", flush=True)
-sys.stdin.read()
-"""
-
-
-def test_a_peer_whose_hello_names_another_pid_cannot_disarm_that_process(channel):
-    """Dropping the liar must not release the scopes of the pid it named."""
-    victim = subprocess.Popen(
-        [sys.executable, "-c", VICTIM, channel.directory],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert victim.stdout is not None and victim.stdout.readline() == "armed\n"
-        requests = channel.drain(5, until=lambda got: any(r.worker_id == victim.pid for r in got))
-        assert [r.scope_id for r in requests] == ["test_victim.py::test_victim"]
-        forger = channel.connect()
-        forger.sendall(hello(victim.pid))
-        requests = channel.drain(0.5)
-        assert closed_by_peer(forger)
-        assert not [r for r in requests if r.worker_id == victim.pid], (
-            "a forged HELLO released the victim's scopes"
-        )
-    finally:
-        victim.kill()
-        victim.wait()
-
-
-def test_a_malformed_frame_costs_only_its_sender(channel):
-    """A payload that is not UTF-8, a HELLO that is not numbers: the sender is dropped,
-    ``get`` never raises, and the peers read after it are still read."""
-    not_utf8 = channel.connect()
-    not_utf8.sendall(frame(b"A", b"\xff\xfe not utf-8", clock() + 60))
-    not_numbers = channel.connect()
-    not_numbers.sendall(frame(b"H", b"me,now"))
-    channel.drain(0.2)
-    good = ChannelClient(channel.directory)
-    try:
-        good.arm("test_good.py::test_good", clock() + 60, 0.0, clock())
-        requests = channel.drain(2, until=bool)
-        assert [r.scope_id for r in requests] == ["test_good.py::test_good"]
-        assert closed_by_peer(not_utf8)
-        assert closed_by_peer(not_numbers)
-        assert channel.errors == []
-    finally:
-        good.close()
-        not_utf8.close()
-        not_numbers.close()
 
 
 # --------------------------------------------------------------------------------------
@@ -1275,13 +974,3 @@ def test_a_bad_pytest_expiry_signals_is_a_usage_error_naming_the_variable(
     run = run_pytest("--expiry=1", junit=False)
     assert run.result.ret == pytest.ExitCode.USAGE_ERROR
     assert "PYTEST_EXPIRY_SIGNALS" in run.output
-
-
-def test_a_frame_announcing_a_huge_payload_drops_its_sender(channel):
-    """The watchdog never buffers more than one frame's worth for a peer: a frame that
-    announces a payload far longer than any scope id ends that peer's connection."""
-    liar = channel.connect()
-    liar.sendall(hello(os.getpid()) + FRAME.pack(b"A", 1.0, 0.0, 0.0, 1 << 31))
-    channel.drain(0.5)
-    assert closed_by_peer(liar)
-    assert channel.errors == []

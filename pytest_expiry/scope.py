@@ -29,7 +29,8 @@ from pytest_expiry.asyncdelivery import deliver_into_loop
 from pytest_expiry.debugger import debugger_active
 from pytest_expiry.errors import Expired
 from pytest_expiry.protocol.accounts import await_account
-from pytest_expiry.protocol.client import EVENTS_NAME, MAX_PAYLOAD, ChannelClient, ChannelError
+from pytest_expiry.protocol.client import ChannelClient, ChannelError
+from pytest_expiry.protocol.wire import EVENTS_NAME, MAX_PAYLOAD
 from pytest_expiry.record import after_text
 from pytest_expiry.timer.api import clock
 

@@ -17,7 +17,8 @@ from pytest_expiry.budget import SessionBudget
 from pytest_expiry.errors import find_expiry
 from pytest_expiry.learning import resolve_deadline
 from pytest_expiry.outcome import account, complete_expiry, ended_late, note_if_slow
-from pytest_expiry.protocol.client import ChannelClient, ChannelError, stacks_directory
+from pytest_expiry.protocol.client import ChannelClient, ChannelError
+from pytest_expiry.protocol.wire import stacks_directory
 from pytest_expiry.report.carry import report_marker_errors
 from pytest_expiry.scope import ActiveScope, ScopeGuard
 from pytest_expiry.settings import MarkerError, Settings

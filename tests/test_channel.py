@@ -16,16 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 from pytest_expiry import procs
-from pytest_expiry.protocol.client import (
-    FRAME,
-    SCOPES_NAME,
-    SLOT_SEQUENCE,
-    SLOT_SIZE,
-    ChannelClient,
-    ChannelError,
-    bind_sockets,
-)
+from pytest_expiry.protocol.client import ChannelClient, ChannelError
 from pytest_expiry.protocol.server import ALL_SCOPES, ScopeRequest, SocketRequestQueue
+from pytest_expiry.protocol.wire import FRAME, SCOPES_NAME, SLOT_SEQUENCE, SLOT_SIZE, bind_sockets
 from pytest_expiry.timer.api import TimerRequest, clock
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="Unix sockets and fork")

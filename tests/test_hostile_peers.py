@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pytest_expiry.protocol.client import FRAME, ChannelClient, bind_sockets
+from pytest_expiry.protocol.client import ChannelClient
 from pytest_expiry.protocol.server import ScopeRequest, SocketRequestQueue
+from pytest_expiry.protocol.wire import FRAME, bind_sockets
 from pytest_expiry.timer.api import TimerRequest, clock
 
 try:

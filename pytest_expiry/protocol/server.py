@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 
 from pytest_expiry import procs
-from pytest_expiry.protocol.client import (
+from pytest_expiry.protocol.wire import (
     DRAIN_INTERVAL,
     FRAME,
     HEARTBEAT,

@@ -20,7 +20,7 @@ import tempfile
 import time
 from typing import Any
 
-from pytest_expiry.protocol.client import EVENTS_NAME, STOP, bind_sockets, stacks_directory
+from pytest_expiry.protocol.wire import EVENTS_NAME, STOP, bind_sockets, stacks_directory
 from pytest_expiry.signals import ExpirySignals
 
 __all__ = ["WatchdogProcess"]

@@ -25,8 +25,8 @@ if TYPE_CHECKING:  # imported at the first expiry: a watchdog that never fires s
 import psutil
 
 from pytest_expiry import procs
-from pytest_expiry.protocol.client import EVENTS_NAME, STACKS_NAME, STOP
 from pytest_expiry.protocol.server import ALL_SCOPES, SocketRequestQueue
+from pytest_expiry.protocol.wire import EVENTS_NAME, STACKS_NAME, STOP
 from pytest_expiry.signals import ExpirySignals, parse_signals
 from pytest_expiry.timer.api import TimerRequest, clock
 from pytest_expiry.timer.table import TimerTable

@@ -66,6 +66,7 @@ def channel() -> RecordingChannel:
 
 @pytest.fixture
 def guard(channel: RecordingChannel, clock: Clock) -> Iterator[ScopeGuard]:
+    # a stand-in for the ChannelClient the guard is given:
     made = ScopeGuard(channel, INTERRUPT, debugger_pause=False)  # type: ignore[arg-type]
     yield made
     made.close()

@@ -71,7 +71,7 @@ def mark(name: str, *args: Any, **kwargs: Any) -> pytest.Mark:
 
 
 def deadline_of(*marks: pytest.Mark, settings: Settings = DEFAULTS) -> tuple[float, bool]:
-    return item_deadline(FakeItem(*marks), settings)  # type: ignore[arg-type]
+    return item_deadline(FakeItem(*marks), settings)  # type: ignore[arg-type]  # a fake Item
 
 
 def rejects(parse: Any, text: str, allowed: str) -> None:

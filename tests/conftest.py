@@ -11,38 +11,23 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 try:
-    from tests.helpers import NO_EXTRAS, TAG, assert_none_left
+    from tests.helpers import NO_EXTRAS, TAG, Run, RunPytest, assert_none_left
 except ImportError:  # run by a pytest whose sys.path lacks the repository root
-    from helpers import NO_EXTRAS, TAG, assert_none_left  # type: ignore[no-redef,import-not-found]
-
-
-@dataclass
-class Run:
-    """An inner pytest run: its result, wall time and (when asked for) JUnit tree."""
-
-    result: pytest.RunResult
-    seconds: float
-    junit: ET.Element | None
-
-    @property
-    def output(self) -> str:
-        return self.result.stdout.str() + "\n" + self.result.stderr.str()
-
-    def testcase(self, name: str) -> ET.Element:
-        assert self.junit is not None
-        for case in self.junit.iter("testcase"):
-            if case.get("name") == name:
-                return case
-        raise AssertionError(f"no testcase {name} in the JUnit report")
+    from helpers import (  # type: ignore[no-redef,import-not-found]
+        NO_EXTRAS,
+        TAG,
+        Run,
+        RunPytest,
+        assert_none_left,
+    )
 
 
 @pytest.fixture
-def run_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+def run_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunPytest]:
     """``run_pytest(*args, junit=True)`` runs pytest in a subprocess in the pytester
     directory and checks, after the test, that none of its processes are left."""
     tag = uuid.uuid4().hex

@@ -22,6 +22,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 import pytest
@@ -81,6 +82,34 @@ def needs(module: str) -> pytest.MarkDecorator:
     )
 
 
+@dataclass
+class Run:
+    """An inner pytest run of the ``run_pytest`` fixture (tests/conftest.py): its result, wall
+    time and (when asked for) JUnit tree."""
+
+    result: pytest.RunResult
+    seconds: float
+    junit: ET.Element | None
+
+    @property
+    def output(self) -> str:
+        return self.result.stdout.str() + "\n" + self.result.stderr.str()
+
+    def testcase(self, name: str) -> ET.Element:
+        assert self.junit is not None
+        for case in self.junit.iter("testcase"):
+            if case.get("name") == name:
+                return case
+        raise AssertionError(f"no testcase {name} in the JUnit report")
+
+
+class RunPytest(Protocol):
+    """The type of the ``run_pytest`` fixture (tests/conftest.py): ``run_pytest(*args,
+    junit=True, timeout=120)`` runs pytest in a subprocess in the pytester directory."""
+
+    def __call__(self, *args: str, junit: bool = True, timeout: float = 120) -> Run: ...
+
+
 __all__ = [
     "NO_EXTRAS",
     "PYTEST",
@@ -88,6 +117,8 @@ __all__ = [
     "XDIST",
     "Finished",
     "InnerSessions",
+    "Run",
+    "RunPytest",
     "Started",
     "assert_none_left",
     "inner_env",

@@ -78,7 +78,9 @@ def releases(requests: list[TimerRequest]) -> list[str]:
     return [r.scope_id for r in requests if r.is_release]
 
 
-def test_an_armed_slot_becomes_one_request_with_the_scopes_times(watchdog, client):
+def test_an_armed_slot_becomes_one_request_with_the_scopes_times(
+    watchdog: Watchdog, client: ChannelClient
+) -> None:
     now = clock()
     client.arm("test_a.py::test_a", now + 60, now + 48, now)
     [request] = watchdog.poll()
@@ -88,14 +90,18 @@ def test_an_armed_slot_becomes_one_request_with_the_scopes_times(watchdog, clien
     assert request.worker_started == procs.start_time(os.getpid())
 
 
-def test_scopes_that_start_and_end_between_two_reads_cost_the_watchdog_nothing(watchdog, client):
+def test_scopes_that_start_and_end_between_two_reads_cost_the_watchdog_nothing(
+    watchdog: Watchdog, client: ChannelClient
+) -> None:
     for number in range(1000):
         client.arm(f"test_a.py::test_{number}", clock() + 60, 0.0, clock())
         client.disarm()
     assert watchdog.poll() == []
 
 
-def test_only_the_latest_scope_is_read_and_the_one_it_replaced_is_released(watchdog, client):
+def test_only_the_latest_scope_is_read_and_the_one_it_replaced_is_released(
+    watchdog: Watchdog, client: ChannelClient
+) -> None:
     client.arm("test_a.py::test_first", clock() + 60, 0.0, clock())
     assert arms(watchdog.poll()) == ["test_a.py::test_first"]
     client.arm("test_a.py::test_second", clock() + 60, 0.0, clock())
@@ -105,7 +111,7 @@ def test_only_the_latest_scope_is_read_and_the_one_it_replaced_is_released(watch
     assert arms(requests) == ["test_a.py::test_third"]
 
 
-def test_a_disarmed_slot_releases_its_scope_once(watchdog, client):
+def test_a_disarmed_slot_releases_its_scope_once(watchdog: Watchdog, client: ChannelClient) -> None:
     client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
     watchdog.poll()
     client.disarm()
@@ -113,7 +119,9 @@ def test_a_disarmed_slot_releases_its_scope_once(watchdog, client):
     assert watchdog.poll() == []
 
 
-def test_rearming_the_same_scope_gives_it_its_new_deadline(watchdog, client):
+def test_rearming_the_same_scope_gives_it_its_new_deadline(
+    watchdog: Watchdog, client: ChannelClient
+) -> None:
     client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
     watchdog.poll()
     later = clock() + 120
@@ -122,7 +130,9 @@ def test_rearming_the_same_scope_gives_it_its_new_deadline(watchdog, client):
     assert (request.scope_id, request.expiration_time) == ("test_a.py::test_a", later)
 
 
-def test_a_slot_caught_mid_write_is_not_read_until_the_write_ends(watchdog, client):
+def test_a_slot_caught_mid_write_is_not_read_until_the_write_ends(
+    watchdog: Watchdog, client: ChannelClient
+) -> None:
     client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
     watchdog.poll()
     slot = client._slot.memory if client._slot is not None else None
@@ -142,13 +152,17 @@ def woken(watchdog: Watchdog) -> bool:
         return False
 
 
-def test_a_far_deadline_does_not_wake_the_watchdog(watchdog, client):
+def test_a_far_deadline_does_not_wake_the_watchdog(
+    watchdog: Watchdog, client: ChannelClient
+) -> None:
     client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
     client.disarm()
     assert not woken(watchdog)
 
 
-def test_a_slot_left_mid_write_is_retried_briefly_then_at_the_drain_pace(watchdog, client):
+def test_a_slot_left_mid_write_is_retried_briefly_then_at_the_drain_pace(
+    watchdog: Watchdog, client: ChannelClient
+) -> None:
     """A writer stopped mid-write (SIGSTOP, Ctrl-Z) must not make the watchdog spin."""
     client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
     watchdog.poll()
@@ -162,17 +176,19 @@ def test_a_slot_left_mid_write_is_retried_briefly_then_at_the_drain_pace(watchdo
     assert time.monotonic() - started >= 0.25  # waited for its timeout: retries are over
 
 
-def test_a_near_deadline_wakes_the_watchdog(watchdog, client):
+def test_a_near_deadline_wakes_the_watchdog(watchdog: Watchdog, client: ChannelClient) -> None:
     client.arm("test_a.py::test_a", clock() + 0.5, 0.0, clock())
     assert woken(watchdog)
 
 
-def test_a_near_slow_notice_wakes_the_watchdog(watchdog, client):
+def test_a_near_slow_notice_wakes_the_watchdog(watchdog: Watchdog, client: ChannelClient) -> None:
     client.arm("test_a.py::test_a", clock() + 60, clock() + 0.5, clock())
     assert woken(watchdog)
 
 
-def test_ending_an_overdue_scope_wakes_the_watchdog(watchdog, client):
+def test_ending_an_overdue_scope_wakes_the_watchdog(
+    watchdog: Watchdog, client: ChannelClient
+) -> None:
     """The answer an escalation waits for: the write that ends a scope past its deadline."""
     client.arm("test_a.py::test_a", clock() - 1, 0.0, clock() - 2)
     woken(watchdog)
@@ -183,15 +199,15 @@ def test_ending_an_overdue_scope_wakes_the_watchdog(watchdog, client):
 
 
 def test_a_watchdog_that_does_not_read_its_wake_bytes_never_blocks_the_test_process(
-    watchdog, client
-):
+    watchdog: Watchdog, client: ChannelClient
+) -> None:
     for number in range(10_000):  # far more than a datagram queue holds
         client.arm(f"test_a.py::test_{number}", clock() + 0.5, 0.0, clock())
     assert woken(watchdog)
     assert arms(watchdog.poll()) == ["test_a.py::test_9999"]
 
 
-def test_a_closed_client_releases_all_its_scopes_and_removes_its_slot(watchdog):
+def test_a_closed_client_releases_all_its_scopes_and_removes_its_slot(watchdog: Watchdog) -> None:
     client = ChannelClient(watchdog.directory)
     client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
     watchdog.poll()
@@ -201,7 +217,9 @@ def test_a_closed_client_releases_all_its_scopes_and_removes_its_slot(watchdog):
     assert os.listdir(os.path.join(watchdog.directory, SCOPES_NAME)) == []
 
 
-def test_a_dead_watchdog_is_noticed_by_the_next_check(watchdog, client):
+def test_a_dead_watchdog_is_noticed_by_the_next_check(
+    watchdog: Watchdog, client: ChannelClient
+) -> None:
     client.check_alive()
     for peer in list(watchdog.queue._peers.values()):
         peer.sock.close()  # what the kernel does when the watchdog dies
@@ -210,7 +228,9 @@ def test_a_dead_watchdog_is_noticed_by_the_next_check(watchdog, client):
         client.check_alive()
 
 
-def test_a_forked_child_cannot_write_its_parents_slot(watchdog, client):
+def test_a_forked_child_cannot_write_its_parents_slot(
+    watchdog: Watchdog, client: ChannelClient
+) -> None:
     client.arm("test_a.py::test_parent", clock() + 60, 0.0, clock())
     watchdog.poll()
     pid = os.fork()
@@ -255,7 +275,9 @@ NOT_SLOTS = {
 
 
 @pytest.mark.parametrize("slot_name", NOT_SLOTS.values(), ids=NOT_SLOTS.keys())
-def test_a_hello_naming_something_that_is_not_a_slot_drops_the_peer(watchdog, slot_name):
+def test_a_hello_naming_something_that_is_not_a_slot_drops_the_peer(
+    watchdog: Watchdog, slot_name: str
+) -> None:
     scopes = os.path.join(watchdog.directory, SCOPES_NAME)
     elsewhere = os.path.join(watchdog.directory, "elsewhere")
     with open(elsewhere, "wb") as big_enough:
@@ -277,7 +299,7 @@ def test_a_hello_naming_something_that_is_not_a_slot_drops_the_peer(watchdog, sl
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs chown")
-def test_a_hello_naming_another_users_file_drops_the_peer(watchdog):
+def test_a_hello_naming_another_users_file_drops_the_peer(watchdog: Watchdog) -> None:
     name = "stranger"
     path = os.path.join(watchdog.directory, SCOPES_NAME, name)
     with open(path, "wb") as theirs:
@@ -292,7 +314,7 @@ def test_a_hello_naming_another_users_file_drops_the_peer(watchdog):
         peer.close()
 
 
-def test_a_frame_other_than_hello_arms_nothing_and_drops_its_sender(watchdog):
+def test_a_frame_other_than_hello_arms_nothing_and_drops_its_sender(watchdog: Watchdog) -> None:
     """Scopes are published in slots only: the stream carries the HELLO and events."""
     peer = watchdog.connect()
     try:
@@ -307,7 +329,9 @@ def test_a_frame_other_than_hello_arms_nothing_and_drops_its_sender(watchdog):
 
 
 @pytest.mark.skipif(not hasattr(socket, "SO_PEERCRED"), reason="SO_PEERCRED is Linux's")
-def test_the_client_knows_the_pid_at_the_other_end(watchdog, client):
+def test_the_client_knows_the_pid_at_the_other_end(
+    watchdog: Watchdog, client: ChannelClient
+) -> None:
     assert client.watchdog_pid() == os.getpid()  # this test's process is the fake watchdog's
     client.close()
     assert client.watchdog_pid() is None

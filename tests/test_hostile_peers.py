@@ -23,7 +23,7 @@ from pytest_expiry.timer.api import TimerRequest, clock
 try:
     from tests.helpers import nobody
 except ImportError:  # run by a pytest whose sys.path lacks the repository root
-    from helpers import nobody  # type: ignore[no-redef]
+    from helpers import nobody  # type: ignore[no-redef,import-not-found]
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="Unix sockets")
 
@@ -117,7 +117,7 @@ except TimeoutError:
 """
 
 
-def test_a_peer_of_another_user_is_refused_even_if_it_reaches_the_socket():
+def test_a_peer_of_another_user_is_refused_even_if_it_reaches_the_socket() -> None:
     """Defence in depth behind the 0700 directory: ``SO_PEERCRED`` names the peer's user,
     and a peer of another user is disconnected before any of its frames is read."""
     user = nobody()
@@ -138,7 +138,7 @@ def test_a_peer_of_another_user_is_refused_even_if_it_reaches_the_socket():
         channel.close()
 
 
-def test_a_peer_whose_hello_names_another_pid_is_dropped_and_arms_nothing(channel):
+def test_a_peer_whose_hello_names_another_pid_is_dropped_and_arms_nothing(channel: Queue) -> None:
     stranger = subprocess.Popen(["sleep", "60"])
     try:
         forger = channel.connect()
@@ -164,7 +164,7 @@ sys.stdin.read()
 """
 
 
-def test_a_peer_whose_hello_names_another_pid_cannot_disarm_that_process(channel):
+def test_a_peer_whose_hello_names_another_pid_cannot_disarm_that_process(channel: Queue) -> None:
     """Dropping the liar must not release the scopes of the pid it named."""
     victim = subprocess.Popen(
         [sys.executable, "-c", VICTIM, channel.directory],
@@ -186,7 +186,7 @@ def test_a_peer_whose_hello_names_another_pid_cannot_disarm_that_process(channel
         victim.wait()
 
 
-def test_a_malformed_frame_costs_only_its_sender(channel):
+def test_a_malformed_frame_costs_only_its_sender(channel: Queue) -> None:
     """A payload that is not UTF-8, a HELLO that is not numbers: the sender is dropped,
     ``get`` never raises, and the peers read after it are still read."""
     not_utf8 = channel.connect()
@@ -208,7 +208,7 @@ def test_a_malformed_frame_costs_only_its_sender(channel):
         not_numbers.close()
 
 
-def test_a_frame_announcing_a_huge_payload_drops_its_sender(channel):
+def test_a_frame_announcing_a_huge_payload_drops_its_sender(channel: Queue) -> None:
     """The watchdog never buffers more than one frame's worth for a peer: a frame that
     announces a payload far longer than any scope id ends that peer's connection."""
     liar = channel.connect()

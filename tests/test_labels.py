@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_expiry.labels import label_descendant, name_xdist_worker
+from pytest_expiry.record import Record
 
 PYTEST = ["python", "-m", "pytest", "tests"]
 SPAWNED = ["python", "-B", "-c", "from multiprocessing.spawn import spawn_main; spawn_main()"]
@@ -32,12 +33,14 @@ IN_TEST = 'File "/src/test_x.py", line 3 in test_forks'
         (["python", "-c", "pass"], PYTEST, None, "subprocess"),
     ],
 )
-def test_a_descendant_is_labelled_by_how_it_was_started(cmdline, parent, stack, label):
+def test_a_descendant_is_labelled_by_how_it_was_started(
+    cmdline: list[str], parent: list[str], stack: str | None, label: str
+) -> None:
     assert label_descendant(cmdline, parent, stack) == label
 
 
-def test_under_xdist_the_test_process_is_named_by_its_worker_and_nothing_else_is():
-    record = {
+def test_under_xdist_the_test_process_is_named_by_its_worker_and_nothing_else_is() -> None:
+    record: Record = {
         "processes": [{"role": "test process"}, {"role": "descendant", "label": "subprocess"}]
     }
     name_xdist_worker(record, "gw3")

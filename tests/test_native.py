@@ -37,7 +37,7 @@ Thread 1 (Thread 0x7f3 (LWP 8699) "python3"):
 """
 
 
-def test_a_py_spy_dump_keeps_each_threads_native_frames_down_to_its_first_python_frame():
+def test_a_py_spy_dump_keeps_each_threads_native_frames_down_to_its_first_python_frame() -> None:
     assert native._frames_only(PY_SPY_NATIVE).splitlines() == [
         'Thread 41 (idle): "MainThread"',
         "    pthread_mutex_lock (libc.so.6)",
@@ -50,7 +50,7 @@ def test_a_py_spy_dump_keeps_each_threads_native_frames_down_to_its_first_python
     ]
 
 
-def test_a_gdb_backtrace_keeps_its_threads_and_frames_without_gdbs_chatter():
+def test_a_gdb_backtrace_keeps_its_threads_and_frames_without_gdbs_chatter() -> None:
     assert native._frames_only(GDB).splitlines() == [
         'Thread 1 (Thread 0x7f3 (LWP 8699) "python3"):',
         "#0  0x00007f in __GI___clock_nanosleep () at clock_nanosleep.c:48",
@@ -66,35 +66,37 @@ def fake_unwinder(tmp_path: Path, body: str) -> str:
     return str(path)
 
 
-def test_an_unwinder_that_does_not_answer_in_time_is_given_up_on(tmp_path):
+def test_an_unwinder_that_does_not_answer_in_time_is_given_up_on(tmp_path: Path) -> None:
     slow = fake_unwinder(tmp_path, "exec sleep 30")
     start = time.monotonic()
     assert native.native_stacks([os.getpid(), os.getppid(), os.getpid()], slow, limit=0.3) == {}
     assert time.monotonic() - start < 2  # both given up at once, not one after the other
 
 
-def test_an_unwinders_answer_is_kept_per_pid(tmp_path):
+def test_an_unwinders_answer_is_kept_per_pid(tmp_path: Path) -> None:
     echo = fake_unwinder(tmp_path, 'echo "Thread 1 (x):"; echo "#0  f () from libc.so.6"')
     assert native.native_stacks([os.getpid()], echo) == {
         os.getpid(): "Thread 1 (x):\n#0  f () from libc.so.6"
     }
 
 
-def test_an_unwinder_that_fails_gives_nothing(tmp_path):
+def test_an_unwinder_that_fails_gives_nothing(tmp_path: Path) -> None:
     failing = fake_unwinder(tmp_path, 'echo "#0 partial"; exit 1')
     assert native.native_stacks([os.getpid()], failing) == {}
 
 
 @pytest.mark.parametrize("scope", ["0", "2"])
 def test_tracing_is_left_alone_where_yama_does_not_restrict_it_to_ancestors(
-    tmp_path, monkeypatch, scope
-):
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scope: str
+) -> None:
     (tmp_path / "ptrace_scope").write_text(scope + "\n")
     monkeypatch.setattr(native, "_YAMA_SCOPE", str(tmp_path / "ptrace_scope"))
     assert native.allow_tracing_by(os.getppid()) is False
 
 
-def test_where_yama_restricts_tracing_the_watchdog_is_named_as_the_tracer(tmp_path, monkeypatch):
+def test_where_yama_restricts_tracing_the_watchdog_is_named_as_the_tracer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "ptrace_scope").write_text("1\n")
     monkeypatch.setattr(native, "_YAMA_SCOPE", str(tmp_path / "ptrace_scope"))
     # PR_SET_PTRACER succeeds only on a kernel with Yama; without it prctl refuses it
@@ -105,7 +107,7 @@ REAL_YAMA_SCOPE = "/proc/sys/kernel/yama/ptrace_scope"
 
 
 @pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
-def test_gdb_reads_the_native_frames_of_a_process_stuck_in_c():
+def test_gdb_reads_the_native_frames_of_a_process_stuck_in_c() -> None:
     child = subprocess.Popen([sys.executable, "-c", STUCK_IN_C], stdout=subprocess.PIPE)
     try:
         assert child.stdout is not None and child.stdout.readline() == b"locked\n"

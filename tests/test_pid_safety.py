@@ -21,14 +21,14 @@ from pytest_expiry.timer.api import TimerRequest, clock
 from pytest_expiry.watchdog.escalation import Escalation, LadderSettings
 
 
-def test_pid_1_and_the_watchdogs_own_pid_are_protected():
+def test_pid_1_and_the_watchdogs_own_pid_are_protected() -> None:
     assert procs.is_protected(0)
     assert procs.is_protected(1)
     assert procs.is_protected(os.getpid())
     assert not procs.is_protected(os.getppid())
 
 
-def test_identify_never_returns_a_protected_process():
+def test_identify_never_returns_a_protected_process() -> None:
     assert procs.identify(1) is None
     assert procs.identify(os.getpid()) is None
     assert procs.identify(os.getpid(), procs.start_time(os.getpid())) is None
@@ -55,20 +55,31 @@ def sent_signals(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     return sent
 
 
-def test_end_processes_never_signals_pid_1_or_the_watchdog_itself(sent_signals):
+def test_end_processes_never_signals_pid_1_or_the_watchdog_itself(
+    sent_signals: list[tuple[int, int]],
+) -> None:
     ending = procs.end_processes([psutil.Process(1), psutil.Process()], grace=0)
     assert sent_signals == []
     assert ending.signals == {}
 
 
 @pytest.mark.parametrize("who", ["pid 1", "the watchdog itself"])
-def test_an_expired_scope_claimed_by_a_protected_pid_escalates_to_nothing(sent_signals, who):
+def test_an_expired_scope_claimed_by_a_protected_pid_escalates_to_nothing(
+    sent_signals: list[tuple[int, int]], who: str
+) -> None:
     pid = 1 if who == "pid 1" else os.getpid()
     request = TimerRequest(pid, "test_x.py::test_x", clock() - 1, procs.start_time(pid))
     delivered: list[Any] = []
     settings = LadderSettings(0.1, default_signals(), tempfile.gettempdir())
-    record = lambda pid, event: delivered.append(event)  # noqa: E731
-    Escalation(request, settings, record, record).run()
+
+    def deliver(pid: int, event: dict[str, Any]) -> bool:
+        delivered.append(event)
+        return True
+
+    def before_hard_kill(pid: int, event: dict[str, Any]) -> None:
+        delivered.append(event)
+
+    Escalation(request, settings, deliver, before_hard_kill).run()
     assert sent_signals == []
     assert delivered == []
 
@@ -89,7 +100,7 @@ def _take_pid(pid: int, attempts: int = 50) -> subprocess.Popen[bytes] | None:
     return None
 
 
-def test_a_recycled_pid_is_never_signalled():
+def test_a_recycled_pid_is_never_signalled() -> None:
     """A process object of a test's child that exited, whose pid now names a stranger:
     ``identify`` refuses it and ``end_processes`` neither raises nor signals the stranger."""
     original = subprocess.Popen(["sleep", "60"])
@@ -113,7 +124,7 @@ def test_a_recycled_pid_is_never_signalled():
         stranger.wait()
 
 
-def test_a_process_that_exited_is_never_signalled_and_never_an_error():
+def test_a_process_that_exited_is_never_signalled_and_never_an_error() -> None:
     child = subprocess.Popen(["sleep", "60"])
     remembered = psutil.Process(child.pid)
     child.kill()

@@ -12,13 +12,13 @@ def _readme_commands() -> list[str]:
     return [line.strip() for line in lines if line.startswith("    python3 -m venv .venv")]
 
 
-def test_the_readme_has_exactly_two_setup_commands_an_example_run_and_the_test_run():
+def test_the_readme_has_exactly_two_setup_commands_an_example_run_and_the_test_run() -> None:
     example, tests = _readme_commands()
     assert example.endswith("pytest examples --expiry=1")
     assert tests.endswith(".venv/bin/pytest")
 
 
-def test_ci_runs_the_readme_test_command_verbatim():
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
     _, tests = _readme_commands()
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert tests in ci_lines

@@ -9,6 +9,7 @@ watchdog's interrupt is the handler called as the signal would call it)."""
 from __future__ import annotations
 
 import signal
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -64,7 +65,8 @@ def channel() -> RecordingChannel:
 
 
 @pytest.fixture
-def guard(channel: RecordingChannel, clock: Clock) -> Any:
+def guard(channel: RecordingChannel, clock: Clock) -> Iterator[ScopeGuard]:
+    # a stand-in for the ChannelClient the guard is given:
     made = ScopeGuard(channel, INTERRUPT, debugger_pause=False)  # type: ignore[arg-type]
     yield made
     made.close()
@@ -75,7 +77,9 @@ def interrupt(guard: ScopeGuard) -> None:
     guard._on_interrupt(INTERRUPT, None)
 
 
-def test_an_armed_scope_is_published_with_its_deadline(guard, channel, clock):
+def test_an_armed_scope_is_published_with_its_deadline(
+    guard: ScopeGuard, channel: RecordingChannel, clock: Clock
+) -> None:
     scope = guard.arm("t.py::test", 2.0, owner="item")
     assert scope.state == "armed"
     assert channel.writes == [("arm", "t.py::test", 102.0)]
@@ -83,7 +87,9 @@ def test_an_armed_scope_is_published_with_its_deadline(guard, channel, clock):
     assert guard.owned_by("another item") is None
 
 
-def test_an_interrupt_before_the_deadline_changes_nothing_but_answers(guard, channel, clock):
+def test_an_interrupt_before_the_deadline_changes_nothing_but_answers(
+    guard: ScopeGuard, channel: RecordingChannel, clock: Clock
+) -> None:
     scope = guard.arm("t.py::test", 2.0)
     with guard_in_phase(guard, "call"):
         clock.now += 1.0
@@ -92,7 +98,9 @@ def test_an_interrupt_before_the_deadline_changes_nothing_but_answers(guard, cha
     assert channel.writes[-1] == ("arm", "t.py::test", 102.0)
 
 
-def test_past_its_deadline_in_a_phase_the_interrupt_raises_expired(guard, clock):
+def test_past_its_deadline_in_a_phase_the_interrupt_raises_expired(
+    guard: ScopeGuard, clock: Clock
+) -> None:
     scope = guard.arm("t.py::test", 2.0)
     guard.enter_phase("call")
     clock.now += 2.5
@@ -102,8 +110,8 @@ def test_past_its_deadline_in_a_phase_the_interrupt_raises_expired(guard, clock)
 
 
 def test_the_answer_gives_what_remains_a_fresh_deadline_of_the_same_length(
-    guard, channel, clock
-):
+    guard: ScopeGuard, channel: RecordingChannel, clock: Clock
+) -> None:
     scope = guard.arm("t.py::test", 2.0)
     guard.enter_phase("call")
     clock.now += 2.5
@@ -116,8 +124,8 @@ def test_the_answer_gives_what_remains_a_fresh_deadline_of_the_same_length(
 
 
 def test_an_interrupt_in_the_phase_that_already_expired_answers_instead_of_raising(
-    guard, channel, clock
-):
+    guard: ScopeGuard, channel: RecordingChannel, clock: Clock
+) -> None:
     scope = guard.arm("t.py::test", 1.0)
     guard.enter_phase("call")
     clock.now += 1.5
@@ -130,8 +138,8 @@ def test_an_interrupt_in_the_phase_that_already_expired_answers_instead_of_raisi
 
 
 def test_a_deadline_that_passes_between_phases_expires_when_the_next_phase_begins(
-    guard, channel, clock
-):
+    guard: ScopeGuard, channel: RecordingChannel, clock: Clock
+) -> None:
     scope = guard.arm("t.py::test", 1.0)
     clock.now += 1.5
     interrupt(guard)  # pytest is between setup and call
@@ -143,8 +151,8 @@ def test_a_deadline_that_passes_between_phases_expires_when_the_next_phase_begin
 
 
 def test_a_teardown_after_a_pending_expiry_runs_with_a_fresh_deadline_and_then_fails(
-    guard, channel, clock
-):
+    guard: ScopeGuard, channel: RecordingChannel, clock: Clock
+) -> None:
     scope = guard.arm("t.py::test", 1.0)
     clock.now += 1.5
     interrupt(guard)
@@ -156,7 +164,9 @@ def test_a_teardown_after_a_pending_expiry_runs_with_a_fresh_deadline_and_then_f
     assert scope.expired_in == "teardown"
 
 
-def test_release_ends_the_scope_and_the_watchdog_forgets_it(guard, channel):
+def test_release_ends_the_scope_and_the_watchdog_forgets_it(
+    guard: ScopeGuard, channel: RecordingChannel
+) -> None:
     scope = guard.arm("t.py::test", 1.0)
     guard.release()
     assert scope.state == "released"
@@ -164,15 +174,15 @@ def test_release_ends_the_scope_and_the_watchdog_forgets_it(guard, channel):
     assert channel.writes[-1] == ("disarm",)
 
 
-def test_run_phase_leaves_the_phase_on_success_and_on_failure(guard):
+def test_run_phase_leaves_the_phase_on_success_and_on_failure(guard: ScopeGuard) -> None:
     guard.arm("t.py::test", 1.0)
-    wrapper = guard.run_phase("setup")
+    wrapper: Generator[None, str, str] = guard.run_phase("setup")
     next(wrapper)
     assert guard.phase == "setup"
     with pytest.raises(StopIteration):
         wrapper.send("result")
     assert guard.phase is None
-    failing = guard.run_phase("call")
+    failing: Generator[None, str, str] = guard.run_phase("call")
     next(failing)
     with pytest.raises(ValueError):
         failing.throw(ValueError("the test failed"))

@@ -17,6 +17,7 @@ import signal
 import sys
 import warnings
 from dataclasses import fields, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +38,7 @@ from pytest_expiry.options import (
 from pytest_expiry.settings import MarkerError, Settings, item_deadline
 from pytest_expiry.signals import parse_signals, usable_signals
 
-_WITHOUT_OPTIONS = {
+_WITHOUT_OPTIONS: dict[str, Any] = {
     "default": 0.0, "grace": 2.0, "scale": 1.0, "func_only": False, "slow": 0.5,
     "report": None, "timeout_compat": True, "leaks": "off", "child_stacks": "off",
 }  # fmt: skip
@@ -65,11 +66,12 @@ def mark(name: str, *args: Any, **kwargs: Any) -> pytest.Mark:
     The markers are registered by the plugin, which may not be loaded in this process."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
-        return getattr(pytest.mark, name).with_args(*args, **kwargs).mark
+        decorator: pytest.MarkDecorator = getattr(pytest.mark, name)
+        return decorator.with_args(*args, **kwargs).mark
 
 
 def deadline_of(*marks: pytest.Mark, settings: Settings = DEFAULTS) -> tuple[float, bool]:
-    return item_deadline(FakeItem(*marks), settings)  # type: ignore[arg-type]
+    return item_deadline(FakeItem(*marks), settings)  # type: ignore[arg-type]  # a fake Item
 
 
 def rejects(parse: Any, text: str, allowed: str) -> None:
@@ -89,18 +91,18 @@ SECONDS = "a number of seconds (0 disables; otherwise at least 0.001 s and at mo
     [("0", 0.0), ("1", 1.0), ("0.25", 0.25), (" 2 ", 2.0), ("1e3", 1000.0), ("-0", 0.0),
      ("0.001", 0.001), ("10000000", 1e7)],
 )  # fmt: skip
-def test_seconds_accepts_zero_and_numbers_from_1_ms_to_10_million(text, value):
+def test_seconds_accepts_zero_and_numbers_from_1_ms_to_10_million(text: str, value: float) -> None:
     assert seconds(text) == value
     assert math.copysign(1, seconds(text)) == 1  # -0 is plain 0
 
 
 @pytest.mark.parametrize("text", [*BAD_NUMBERS, *TOO_BIG, "-1", "-0.001", "1e-300", "0.0009"])
-def test_seconds_rejects_what_is_not_0_or_within_the_limits(text):
+def test_seconds_rejects_what_is_not_0_or_within_the_limits(text: str) -> None:
     rejects(seconds, text, SECONDS)
 
 
 @given(st.floats() | st.text())
-def test_seconds_of_anything_is_0_or_within_the_limits_or_names_it(value):
+def test_seconds_of_anything_is_0_or_within_the_limits_or_names_it(value: float | str) -> None:
     text = value if isinstance(value, str) else repr(value)
     try:
         parsed = seconds(text)
@@ -114,36 +116,36 @@ def test_seconds_of_anything_is_0_or_within_the_limits_or_names_it(value):
 
 
 @pytest.mark.parametrize(("text", "value"), [("0", 0.0), ("2", 2.0), ("1e-9", 1e-9), ("1e7", 1e7)])
-def test_grace_accepts_0_up_to_10_million_seconds(text, value):
+def test_grace_accepts_0_up_to_10_million_seconds(text: str, value: float) -> None:
     assert grace(text) == value
 
 
 @pytest.mark.parametrize("text", [*BAD_NUMBERS, *TOO_BIG, "-1"])
-def test_grace_rejects_negatives_and_more_than_10_million_seconds(text):
+def test_grace_rejects_negatives_and_more_than_10_million_seconds(text: str) -> None:
     rejects(grace, text, "a number of seconds from 0 to 10000000")
 
 
 @pytest.mark.parametrize(
     ("text", "value"), [("1", 1.0), ("3", 3.0), ("0.01", 0.01), ("100", 100.0)]
 )
-def test_the_scale_accepts_factors_from_a_hundredth_to_a_hundred(text, value):
+def test_the_scale_accepts_factors_from_a_hundredth_to_a_hundred(text: str, value: float) -> None:
     assert factor(text) == value
 
 
 @pytest.mark.parametrize("text", [*BAD_NUMBERS, "0", "-0", "-1", "0.009", "1e-9", "100.5", "1e308"])
-def test_the_scale_rejects_factors_outside_its_limits(text):
+def test_the_scale_rejects_factors_outside_its_limits(text: str) -> None:
     rejects(factor, text, "a factor from 0.01 to 100")
 
 
 @pytest.mark.parametrize(
     ("text", "value"), [("0", 0.0), ("0.5", 0.5), ("0.3", 0.3), ("0.999", 0.999)]
 )
-def test_fraction_accepts_zero_up_to_but_excluding_one(text, value):
+def test_fraction_accepts_zero_up_to_but_excluding_one(text: str, value: float) -> None:
     assert fraction(text) == value
 
 
 @pytest.mark.parametrize("text", [*BAD_NUMBERS, "1", "1.0", "2", "-0.1"])
-def test_fraction_rejects_one_and_more_negatives_and_non_finite_values(text):
+def test_fraction_rejects_one_and_more_negatives_and_non_finite_values(text: str) -> None:
     rejects(fraction, text, "a fraction of the deadline")
 
 
@@ -152,8 +154,8 @@ def test_fraction_rejects_one_and_more_negatives_and_non_finite_values(text):
 
 @pytest.mark.parametrize("path", ["report.json", "existing.json", "new/sub/report.json", ""])
 def test_a_report_path_that_can_be_written_is_accepted_and_nothing_is_created(
-    tmp_path, monkeypatch, path
-):
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "existing.json").write_text("{}")
     assert report_path(path) == path
@@ -176,8 +178,8 @@ def test_a_report_path_that_can_be_written_is_accepted_and_nothing_is_created(
     ],
 )  # fmt: skip
 def test_a_report_path_that_cannot_be_written_is_rejected_saying_why(
-    tmp_path, monkeypatch, path, problem
-):
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str, problem: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "blocker").write_text("a regular file\n")
     rejects(report_path, path, problem)
@@ -185,7 +187,7 @@ def test_a_report_path_that_cannot_be_written_is_rejected_saying_why(
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
-def test_a_report_path_in_a_read_only_directory_is_rejected(tmp_path):
+def test_a_report_path_in_a_read_only_directory_is_rejected(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir()
     (locked / "old.json").write_text("{}")
@@ -210,7 +212,7 @@ FINE = "use SIGUSR1, SIGUSR2"
 
 
 @pytest.mark.parametrize("name", [n for n in NEEDED if hasattr(signal, n)])
-def test_a_signal_someone_else_needs_is_refused_by_name_and_number(name):
+def test_a_signal_someone_else_needs_is_refused_by_name_and_number(name: str) -> None:
     number = int(getattr(signal, name))
     for text in (f"{name},SIGUSR1", f"SIGUSR1,{number}", f"{name.lower()[3:]},USR2"):
         with pytest.raises(ValueError, match=FINE) as error:
@@ -218,7 +220,7 @@ def test_a_signal_someone_else_needs_is_refused_by_name_and_number(name):
         assert name in str(error.value)
 
 
-def test_the_refusal_says_why_for_ctrl_c_and_the_uncatchable():
+def test_the_refusal_says_why_for_ctrl_c_and_the_uncatchable() -> None:
     with pytest.raises(ValueError, match="Ctrl-C stops pytest"):
         parse_signals("SIGINT,SIGTERM")
     with pytest.raises(ValueError, match="cannot be caught"):
@@ -226,7 +228,7 @@ def test_the_refusal_says_why_for_ctrl_c_and_the_uncatchable():
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGRTMAX"), reason="no real-time signals")
-def test_real_time_signals_are_accepted_by_name_and_offset():
+def test_real_time_signals_are_accepted_by_name_and_offset() -> None:
     low, high = int(signal.SIGRTMIN), int(signal.SIGRTMAX)
     assert parse_signals("SIGRTMAX-2,SIGRTMAX-3") == (high - 2, high - 3)
     assert parse_signals(" rtmax - 1 , RTMAX") == (high - 1, high)
@@ -240,7 +242,7 @@ def _refusal(text: str) -> str:
     return str(error.value)
 
 
-def test_every_signal_parses_exactly_when_it_is_usable():
+def test_every_signal_parses_exactly_when_it_is_usable() -> None:
     usable = usable_signals()
     assert {int(signal.SIGUSR1), int(signal.SIGUSR2)} <= usable
     other = int(signal.SIGUSR1)
@@ -253,20 +255,22 @@ def test_every_signal_parses_exactly_when_it_is_usable():
 
 
 @pytest.mark.parametrize("text", ["SIG_DFL,USR1", "SIGRTMAX+1,USR1", "\u0663,USR1", "0,USR1"])
-def test_what_is_not_a_signal_is_named(text):
+def test_what_is_not_a_signal_is_named(text: str) -> None:
     assert "is not a signal name or number" in _refusal(text)
 
 
 # --- Settings.from_config: a real configuration ------------------------------------------
 
 
-def settings_of(pytester, *arguments: str, ini: str = "") -> Settings:
+def settings_of(pytester: pytest.Pytester, *arguments: str, ini: str = "") -> Settings:
     if ini:
         pytester.makeini(f"[pytest]\n{ini}\n")
     return Settings.from_config(pytester.parseconfig(*arguments))
 
 
-def test_leaks_are_warned_about_by_default_on_linux_and_off_elsewhere(pytester):
+def test_leaks_are_warned_about_by_default_on_linux_and_off_elsewhere(
+    pytester: pytest.Pytester,
+) -> None:
     assert settings_of(pytester).leaks == ("warn" if LINUX else "off")
     assert settings_of(pytester, "--expiry-leaks=kill").leaks == ("kill" if LINUX else "off")
 
@@ -278,18 +282,22 @@ def test_leaks_are_warned_about_by_default_on_linux_and_off_elsewhere(pytester):
      (("--expiry-child-stacks=auto",), "expiry_child_stacks = off", "auto")],
 )  # fmt: skip
 def test_child_stacks_come_from_the_option_else_the_ini_else_auto(
-    pytester, arguments, ini, expected
-):
+    pytester: pytest.Pytester, arguments: tuple[str, ...], ini: str, expected: str
+) -> None:
     assert settings_of(pytester, *arguments, ini=ini).child_stacks == expected
 
 
 @pytest.mark.parametrize(("text", "value"), [("yes", True), ("1", True), ("no", False)])
-def test_yes_no_ini_values_read_as_pytest_reads_a_bool(pytester, text, value):
+def test_yes_no_ini_values_read_as_pytest_reads_a_bool(
+    pytester: pytest.Pytester, text: str, value: bool
+) -> None:
     settings = settings_of(pytester, ini=f"expiry_func_only = {text}")
     assert settings.func_only is value
 
 
-def test_the_scale_never_takes_a_deadline_below_1_ms_nor_past_a_billion_seconds(pytester):
+def test_the_scale_never_takes_a_deadline_below_1_ms_nor_past_a_billion_seconds(
+    pytester: pytest.Pytester,
+) -> None:
     small = settings_of(
         pytester, "--expiry=0.01", "--expiry-scale=0.01", "--expiry-session=1", "--expiry-exit=0.05"
     )
@@ -303,7 +311,7 @@ def test_the_scale_never_takes_a_deadline_below_1_ms_nor_past_a_billion_seconds(
 # --- item_deadline: markers --------------------------------------------------------------
 
 
-def test_an_item_without_markers_gets_the_session_default():
+def test_an_item_without_markers_gets_the_session_default() -> None:
     settings = replace(DEFAULTS, default=7.0, func_only=True)
     assert deadline_of(settings=settings) == (7.0, True)
 
@@ -326,44 +334,46 @@ def test_an_item_without_markers_gets_the_session_default():
     ],
     ids=str,
 )
-def test_a_valid_marker_gives_its_seconds_and_func_only(marker, expected):
+def test_a_valid_marker_gives_its_seconds_and_func_only(
+    marker: pytest.Mark, expected: tuple[float, bool]
+) -> None:
     assert deadline_of(marker) == expected
 
 
-def test_a_marker_overrides_the_session_default():
+def test_a_marker_overrides_the_session_default() -> None:
     settings = replace(DEFAULTS, default=60.0)
     assert deadline_of(mark("expires", 1), settings=settings) == (1.0, False)
 
 
-def test_a_marker_without_func_only_takes_the_session_func_only():
+def test_a_marker_without_func_only_takes_the_session_func_only() -> None:
     settings = replace(DEFAULTS, func_only=True)
     assert deadline_of(mark("expires", 1), settings=settings) == (1.0, True)
     assert deadline_of(mark("expires", 1, func_only=False), settings=settings) == (1.0, False)
 
 
-def test_the_scale_multiplies_markers_and_the_default():
+def test_the_scale_multiplies_markers_and_the_default() -> None:
     settings = replace(DEFAULTS, default=2.0, scale=3.0)
     assert deadline_of(settings=settings) == (6.0, False)
     assert deadline_of(mark("expires", 0.5), settings=settings) == (1.5, False)
     assert deadline_of(mark("expires", 0), settings=settings) == (0.0, False)
 
 
-def test_a_marker_scaled_below_1_ms_gets_1_ms():
+def test_a_marker_scaled_below_1_ms_gets_1_ms() -> None:
     settings = replace(DEFAULTS, scale=MIN_SCALE)
     assert deadline_of(mark("expires", 0.001), settings=settings) == (MIN_SECONDS, False)
     assert deadline_of(mark("expires", 0), settings=settings) == (0.0, False)
 
 
-def test_expires_beats_timeout():
+def test_expires_beats_timeout() -> None:
     assert deadline_of(mark("expires", 1), mark("timeout", 9)) == (1.0, False)
 
 
-def test_the_timeout_marker_is_ignored_without_timeout_compat():
+def test_the_timeout_marker_is_ignored_without_timeout_compat() -> None:
     settings = replace(DEFAULTS, default=4.0, timeout_compat=False)
     assert deadline_of(mark("timeout", 1), settings=settings) == (4.0, False)
 
 
-def test_a_bad_timeout_marker_is_ignored_without_timeout_compat():
+def test_a_bad_timeout_marker_is_ignored_without_timeout_compat() -> None:
     settings = replace(DEFAULTS, timeout_compat=False)
     assert deadline_of(mark("timeout", "abc"), settings=settings) == (0.0, False)
 
@@ -393,7 +403,9 @@ def test_a_bad_timeout_marker_is_ignored_without_timeout_compat():
     ],
     ids=str,
 )
-def test_a_marker_with_bad_arguments_is_an_error_naming_them_and_what_is_allowed(marker, names):
+def test_a_marker_with_bad_arguments_is_an_error_naming_them_and_what_is_allowed(
+    marker: pytest.Mark, names: list[str]
+) -> None:
     with pytest.raises(MarkerError) as error:
         deadline_of(marker)
     assert f"@pytest.mark.{marker.name}" in str(error.value)
@@ -401,7 +413,7 @@ def test_a_marker_with_bad_arguments_is_an_error_naming_them_and_what_is_allowed
         assert name in str(error.value)
 
 
-def test_a_marker_with_a_huge_integer_is_a_marker_error():
+def test_a_marker_with_a_huge_integer_is_a_marker_error() -> None:
     with pytest.raises(MarkerError):
         deadline_of(mark("expires", 10**400))
 
@@ -426,8 +438,8 @@ keywords = st.sampled_from(["seconds", "timeout", "func_only", "method", "bogus"
     scale=st.sampled_from([MIN_SCALE, 0.5, 1.0, 3.0, MAX_SCALE]),
 )
 def test_any_marker_gives_a_finite_deadline_or_a_marker_error_naming_the_marker(
-    name, args, kwargs, scale
-):
+    name: str, args: list[Any], kwargs: dict[str, Any], scale: float
+) -> None:
     marker = mark(name, *args, **kwargs)
     try:
         result = deadline_of(marker, settings=replace(DEFAULTS, scale=scale))
@@ -470,7 +482,9 @@ class TestUnmarked:
 
 
 @pytest.mark.parametrize("compat", [True, False], ids=["with-timeout-compat", "expires-only"])
-def test_markers_found_over_many_items_are_those_pytest_calls_closest(pytester, compat):
+def test_markers_found_over_many_items_are_those_pytest_calls_closest(
+    pytester: pytest.Pytester, compat: bool
+) -> None:
     """Collecting a session's deadlines remembers each module's and class's markers; every
     item still gets what looking its own markers up one by one would give."""
     pytester.makepyfile(test_marked=MARKED_AT_EVERY_LEVEL)

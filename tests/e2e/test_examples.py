@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from tests.helpers import RunPytest
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "test_examples.py"
 
 
-def test_the_example_suite_hangs_in_many_ways_and_finishes_in_seconds(pytester, run_pytest):
+def test_the_example_suite_hangs_in_many_ways_and_finishes_in_seconds(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(test_examples=EXAMPLES.read_text())
     run = run_pytest("--expiry=1")
     run.result.assert_outcomes(failed=5, passed=4, errors=1)
@@ -40,7 +48,9 @@ def readme_samples() -> list[str]:
     return [line for block in blocks for line in block.splitlines() if line.strip()]
 
 
-def test_the_readme_shows_what_a_run_of_the_example_prints(pytester, run_pytest, monkeypatch):
+def test_the_readme_shows_what_a_run_of_the_example_prints(
+    pytester: pytest.Pytester, run_pytest: RunPytest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("COLUMNS", "80")  # the width the README's samples were taken at
     for variable in ("CI", "BUILD_NUMBER"):  # on CI pytest does not shorten summary lines
         monkeypatch.delenv(variable, raising=False)

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_expiry import exit as exitguard
+
+if TYPE_CHECKING:
+    from tests.helpers import Run, RunPytest
 
 # Each hang is a Python function of its own, so that its frame shows in the stacks printed.
 HANGS = {
@@ -66,8 +70,8 @@ FAILING = """
 )
 @pytest.mark.parametrize("hang", sorted(HANGS))
 def test_a_hung_exit_is_ended_with_the_session_status_and_the_stacks(
-    pytester, run_pytest, hang, outcome, deadline
-):
+    pytester: pytest.Pytester, run_pytest: RunPytest, hang: str, outcome: str, deadline: list[str]
+) -> None:
     """Issue #11 case 5: the ``concurrent.futures`` job used to hang the exit for ever,
     the guard taking a main thread still running ``threading._shutdown`` for a program
     still running. ``--expiry-exit`` needs no deadline (``--expiry``) to work."""
@@ -82,7 +86,9 @@ def test_a_hung_exit_is_ended_with_the_session_status_and_the_stacks(
     assert run.seconds < 20
 
 
-def test_a_hung_exit_is_not_bounded_without_the_option(pytester, run_pytest):
+def test_a_hung_exit_is_not_bounded_without_the_option(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """The differential of the test above: without ``--expiry-exit`` (and no deadline,
     so no default) the same exit does hang; the run is ended by pytester's timeout."""
     pytester.makepyfile(test_hang=HANGS["thread-pool-job"])
@@ -109,13 +115,15 @@ CLEAN = """
 _DURATION = re.compile(r" in \d+(\.\d+)?s( \([^)]*\))?")
 
 
-def tail(run, lines=4):
+def tail(run: Run, lines: int = 4) -> list[str]:
     """The last ``lines`` lines of the run's standard output, run time taken out."""
     return [_DURATION.sub(" in Ns", line) for line in run.result.stdout.lines[-lines:]]
 
 
 @pytest.mark.parametrize("suite", ["failing", "passing"])
-def test_a_clean_exit_is_the_same_with_the_guard_as_without_the_plugin(pytester, run_pytest, suite):
+def test_a_clean_exit_is_the_same_with_the_guard_as_without_the_plugin(
+    pytester: pytest.Pytester, run_pytest: RunPytest, suite: str
+) -> None:
     source = CLEAN if suite == "failing" else CLEAN.replace("1 == 2", "1 == 1")
     pytester.makepyfile(test_clean=source)
     guarded = run_pytest("--expiry-exit=1", "-rA", junit=False)
@@ -144,7 +152,9 @@ IN_PROCESS = """
 """
 
 
-def test_a_program_still_running_after_pytest_main_is_left_alone(pytester, run_pytest):
+def test_a_program_still_running_after_pytest_main_is_left_alone(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """The inner session's guard finds the main thread still running the program (the
     outer session): it must not end the process with the inner session's status."""
     pytester.makepyfile(test_outer=IN_PROCESS)
@@ -154,17 +164,19 @@ def test_a_program_still_running_after_pytest_main_is_left_alone(pytester, run_p
     assert "has not exited" not in run.output
 
 
-def test_the_running_program_is_not_shutting_down():
+def test_the_running_program_is_not_shutting_down() -> None:
     assert not exitguard.shutting_down()
 
 
-def test_a_main_thread_inside_threading_shutdown_is_shutting_down(monkeypatch):
+def test_a_main_thread_inside_threading_shutdown_is_shutting_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Where ``threading._SHUTTING_DOWN`` does not exist, the main thread's stack tells:
     here ``threading._shutdown`` is stood in for by a function this test is inside."""
     monkeypatch.delattr(threading, "_SHUTTING_DOWN", raising=False)
-    seen = []
+    seen: list[bool] = []
 
-    def stand_in():
+    def stand_in() -> None:
         seen.append(exitguard.shutting_down())
 
     monkeypatch.setattr(threading, "_shutdown", stand_in)

@@ -20,10 +20,13 @@ import re
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import psutil
 import pytest
+
+if TYPE_CHECKING:
+    from tests.helpers import Run, RunPytest
 
 DEADLINE = 0.5
 GRACE = 0.5
@@ -285,7 +288,7 @@ QUIET = ("-p", "no:hypothesispytest")  # it imports hypothesis at the summary: 1
 class Session:
     """One inner run of ``INNER`` and the processes still alive after it."""
 
-    run: Any  # conftest's Run
+    run: Run
     left_running: list[str]
 
     def case(self, test: str) -> ET.Element:
@@ -328,7 +331,9 @@ def _left_running(within: float = 3.0) -> list[str]:
 
 
 @pytest.fixture(params=list(MODES))
-def session(request: pytest.FixtureRequest, pytester: pytest.Pytester, run_pytest) -> Session:
+def session(
+    request: pytest.FixtureRequest, pytester: pytest.Pytester, run_pytest: RunPytest
+) -> Session:
     """The inner run for this mode, run once and shared by every test of this module."""
     mode = request.param
     if mode not in _SESSIONS:

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import json
 import signal
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.helpers import RunPytest
 
 UNINTERRUPTIBLE = """
     import multiprocessing
@@ -56,8 +60,8 @@ DEADLINE, GRACE = 0.5, 0.5
     ids=["load", "loadfile", "loadscope", "isolate"],
 )
 def test_under_xdist_a_killed_test_fails_as_expired_once_and_the_session_goes_on(
-    pytester, run_pytest, mode
-):
+    pytester: pytest.Pytester, run_pytest: RunPytest, mode: list[str]
+) -> None:
     pytester.makepyfile(UNINTERRUPTIBLE)
     report = pytester.path / "expiry.json"
     run = run_pytest(
@@ -71,14 +75,16 @@ def test_under_xdist_a_killed_test_fails_as_expired_once_and_the_session_goes_on
         assert failure is not None, f"{name} is not a <failure>"
         assert "Expired: still running" in failure.get("message", "")
         assert f"in {name}" in (failure.text or ""), "the hung frame is in the failure text"
-        assert DEADLINE <= float(case.get("time")) < DEADLINE + GRACE + 1.0
+        assert DEADLINE <= float(case.get("time", "nan")) < DEADLINE + GRACE + 1.0
     events = json.loads(report.read_text())["events"]
     assert sorted(e["nodeid"].split("::")[1] for e in events) == sorted(HUNG)
     assert {e["event"] for e in events} == {"hard_killed"}
     assert all(e["stacks"] for e in events)
 
 
-def test_without_xdist_the_session_ends_and_the_watchdog_says_where_it_hung(pytester, run_pytest):
+def test_without_xdist_the_session_ends_and_the_watchdog_says_where_it_hung(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(UNINTERRUPTIBLE)
     report = pytester.path / "expiry.json"
     run = run_pytest(
@@ -97,7 +103,9 @@ def test_without_xdist_the_session_ends_and_the_watchdog_says_where_it_hung(pyte
     assert "SIGKILL" in next(iter(event["signals"].values()))
 
 
-def test_expiry_isolate_without_xdist_is_a_usage_error(pytester, run_pytest):
+def test_expiry_isolate_without_xdist_is_a_usage_error(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile("def test_ok(): pass")
     run = run_pytest("--expiry=1", "--expiry-isolate", "-p", "no:xdist", junit=False)
     assert run.result.ret == pytest.ExitCode.USAGE_ERROR
@@ -105,8 +113,8 @@ def test_expiry_isolate_without_xdist_is_a_usage_error(pytester, run_pytest):
 
 
 def test_a_dead_watchdog_is_reported_once_and_replaced_so_later_hangs_still_expire(
-    pytester, run_pytest
-):
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(
         """
         import os
@@ -140,7 +148,9 @@ def test_a_dead_watchdog_is_reported_once_and_replaced_so_later_hangs_still_expi
     assert "INTERNALERROR" not in run.output
 
 
-def test_a_failure_slow_to_format_is_not_mistaken_for_an_uninterruptible_test(pytester, run_pytest):
+def test_a_failure_slow_to_format_is_not_mistaken_for_an_uninterruptible_test(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """The test process answers the watchdog as soon as Expired reaches pytest, before the
     failure is formatted: a report that takes longer than the grace period to build (slow
     reprs with ``-l``, deep tracebacks on a loaded machine) never gets the process killed."""

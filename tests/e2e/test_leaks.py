@@ -14,14 +14,16 @@ import contextlib
 import json
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 try:
-    from tests.helpers import TAG, tagged_processes
+    from tests.helpers import TAG, RunPytest, tagged_processes
 except ImportError:  # run by a pytest whose sys.path lacks the repository root
-    from helpers import TAG, tagged_processes  # type: ignore[no-redef,import-not-found]
+    from helpers import TAG, RunPytest, tagged_processes  # type: ignore[no-redef,import-not-found]
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -39,8 +41,8 @@ def end_leftovers() -> list[str]:
     return left
 
 
-def leaked(report: object) -> list[dict[str, object]]:
-    events = json.loads(report.read_text())["events"]  # type: ignore[attr-defined]
+def leaked(report: Path) -> list[dict[str, Any]]:
+    events = json.loads(report.read_text())["events"]
     return [e for e in events if e["event"] == "leaked"]
 
 
@@ -108,7 +110,9 @@ LEAKERS = (
 
 
 @pytest.mark.parametrize("mode", [[], ["-n", "2"]], ids=["plain", "xdist"])
-def test_in_kill_mode_leaked_processes_are_reported_and_ended(pytester, run_pytest, mode):
+def test_in_kill_mode_leaked_processes_are_reported_and_ended(
+    pytester: pytest.Pytester, run_pytest: RunPytest, mode: list[str]
+) -> None:
     pytester.makepyfile(LEAKY)
     report = pytester.path / "expiry.json"
     run = run_pytest("--expiry=10", KILL, f"--expiry-report={report}", *mode)
@@ -124,7 +128,9 @@ def test_in_kill_mode_leaked_processes_are_reported_and_ended(pytester, run_pyte
     assert end_leftovers() == []  # the escapees too
 
 
-def test_in_fail_mode_a_leaking_test_errors_in_teardown(pytester, run_pytest):
+def test_in_fail_mode_a_leaking_test_errors_in_teardown(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(LEAKY)
     run = run_pytest("--expiry=10", "--expiry-leaks=fail")
     run.result.assert_outcomes(passed=6, errors=3)
@@ -134,7 +140,9 @@ def test_in_fail_mode_a_leaking_test_errors_in_teardown(pytester, run_pytest):
 
 
 @pytest.mark.parametrize("deadline", [["--expiry=10"], []], ids=["deadline", "no-deadline"])
-def test_in_warn_mode_leaks_are_reported_and_left_alone(pytester, run_pytest, deadline):
+def test_in_warn_mode_leaks_are_reported_and_left_alone(
+    pytester: pytest.Pytester, run_pytest: RunPytest, deadline: list[str]
+) -> None:
     """Leak detection needs no deadline (#11 case 9); a double-forked escapee is found
     without being adopted, and nothing is signalled."""
     pytester.makepyfile(LEAKY)
@@ -152,7 +160,7 @@ def test_in_warn_mode_leaks_are_reported_and_left_alone(pytester, run_pytest, de
     assert len(left) == 3  # and the daemon, a fork of pytest
 
 
-def test_leak_detection_can_be_turned_off(pytester, run_pytest):
+def test_leak_detection_can_be_turned_off(pytester: pytest.Pytester, run_pytest: RunPytest) -> None:
     pytester.makepyfile(LEAKY)
     run = run_pytest("--expiry=10", "--expiry-leaks=off")
     run.result.assert_outcomes(passed=6)
@@ -160,7 +168,7 @@ def test_leak_detection_can_be_turned_off(pytester, run_pytest):
     assert len(end_leftovers()) == 3
 
 
-def test_a_bad_leak_mode_is_a_usage_error(pytester, run_pytest):
+def test_a_bad_leak_mode_is_a_usage_error(pytester: pytest.Pytester, run_pytest: RunPytest) -> None:
     pytester.makepyfile("def test_ok(): pass")
     run = run_pytest("--expiry=1", "--expiry-leaks=sometimes", junit=False)
     assert run.result.ret == pytest.ExitCode.USAGE_ERROR
@@ -225,7 +233,9 @@ DIFFERENTIAL = (
 )
 
 
-def test_warn_mode_changes_nothing_a_suite_observes(pytester, run_pytest):
+def test_warn_mode_changes_nothing_a_suite_observes(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """The same suite without the plugin and with it (a deadline, the default leak mode):
     the same outcomes, the same observations, and the tests sharing a helper that ignores
     SIGTERM take about the same time. Kill mode, the control,
@@ -275,8 +285,8 @@ def test_warn_mode_changes_nothing_a_suite_observes(pytester, run_pytest):
 HELPER = "test_a_helper_that_ignores_sigterm_is_reused[0]"
 
 
-def _commands(record: dict[str, object]) -> list[str]:
-    return [" ".join(p["cmdline"]) for p in record["processes"]]  # type: ignore[attr-defined]
+def _commands(record: dict[str, Any]) -> list[str]:
+    return [" ".join(p["cmdline"]) for p in record["processes"]]
 
 
 CLOSERANGE = """
@@ -291,7 +301,9 @@ CLOSERANGE = """
 """
 
 
-def test_a_test_that_closes_every_descriptor_does_not_break_leak_detection(pytester, run_pytest):
+def test_a_test_that_closes_every_descriptor_does_not_break_leak_detection(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """pytest's own logging and faulthandler plugins cannot survive ``closerange`` (they
     close their descriptors at exit), so they are off here, in every run alike."""
     pytester.makepyfile(CLOSERANGE)
@@ -326,7 +338,9 @@ NESTED = """
 """
 
 
-def test_a_nested_session_leaves_the_environment_as_it_was(pytester, run_pytest):
+def test_a_nested_session_leaves_the_environment_as_it_was(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """The inner session adds its token and takes exactly that back; its xdist worker, still
     shutting down when the outer test ends, is no leak."""
     pytester.makepyfile(NESTED)

@@ -27,7 +27,7 @@ import pytest
 try:
     from tests.helpers import XDIST, inner_env, kill_tagged, left_running
 except ImportError:  # run by a pytest whose sys.path lacks the repository root
-    from helpers import XDIST, inner_env, kill_tagged, left_running  # type: ignore[no-redef]
+    from helpers import XDIST, inner_env, kill_tagged, left_running  # type: ignore[no-redef,import-not-found]
 
 FLAT = "--expiry=10"
 LEARN = ("--expiry-learn=5", "--expiry-learn-min=0.5")
@@ -129,8 +129,8 @@ QUICK_THEN_HUNG = """
 
 
 def test_after_one_recorded_run_a_hung_test_expires_at_the_floor_and_a_new_one_keeps_the_flat_deadline(  # noqa: E501
-    sessions,
-):
+    sessions: Sessions,
+) -> None:
     sessions.write("test_quick.py", QUICK_THEN_HUNG)
     recorded = sessions.run(FLAT, *LEARN, HISTORY, "-p", "no:cacheprovider")
     assert recorded.returncode == 0, recorded.output
@@ -178,7 +178,7 @@ VARYING = """
     """
 
 
-def test_a_test_whose_duration_varies_within_the_factor_never_expires(sessions):
+def test_a_test_whose_duration_varies_within_the_factor_never_expires(sessions: Sessions) -> None:
     """50 test ids, each run three times (150 runs, 100 of them under a learned deadline);
     the floor is low (50 ms) so that the factor, not the floor, decides."""
     sessions.write("test_varying.py", VARYING)
@@ -198,7 +198,9 @@ def test_a_test_whose_duration_varies_within_the_factor_never_expires(sessions):
     ['{"format": "pytest-expiry-history", "tests": {"x": [1,', '{"tests": []}', "[1, 2, 3]\n"],
     ids=["corrupt", "foreign", "foreign-list"],
 )
-def test_a_corrupt_or_foreign_history_is_a_warning_and_is_ignored(sessions, content):
+def test_a_corrupt_or_foreign_history_is_a_warning_and_is_ignored(
+    sessions: Sessions, content: str
+) -> None:
     sessions.write("test_one.py", "import time\n\ndef test_one():\n    time.sleep(1.0)\n")
     (sessions.cwd / "history.json").write_text(content)
     ran = sessions.run(FLAT, *LEARN, HISTORY, "-p", "no:cacheprovider")
@@ -213,7 +215,7 @@ def test_a_corrupt_or_foreign_history_is_a_warning_and_is_ignored(sessions, cont
 
 
 @pytest.mark.skipif(not XDIST, reason="needs pytest-xdist")
-def test_under_xdist_the_controller_merges_what_every_worker_recorded(sessions):
+def test_under_xdist_the_controller_merges_what_every_worker_recorded(sessions: Sessions) -> None:
     sessions.write(
         "test_spread.py",
         """
@@ -246,7 +248,7 @@ def test_under_xdist_the_controller_merges_what_every_worker_recorded(sessions):
     assert all(len(runs) == (1 if "[3]" in t else 2) for t, runs in history(sessions.cwd).items())
 
 
-def test_without_the_cache_and_without_a_path_nothing_is_written(sessions):
+def test_without_the_cache_and_without_a_path_nothing_is_written(sessions: Sessions) -> None:
     sessions.write("test_one.py", "def test_one():\n    pass\n")
     before = set(os.listdir(sessions.cwd))
     ran = sessions.run(FLAT, *LEARN, "-p", "no:cacheprovider")
@@ -258,7 +260,7 @@ def test_without_the_cache_and_without_a_path_nothing_is_written(sessions):
     assert set(os.listdir(sessions.cwd)) == before
 
 
-def test_by_default_the_history_is_kept_in_pytests_cache(sessions):
+def test_by_default_the_history_is_kept_in_pytests_cache(sessions: Sessions) -> None:
     sessions.write("test_quick.py", QUICK_THEN_HUNG)
     assert sessions.run(FLAT, *LEARN).returncode == 0
     cached = sessions.cwd / ".pytest_cache" / "d" / "expiry"
@@ -269,8 +271,8 @@ def test_by_default_the_history_is_kept_in_pytests_cache(sessions):
 
 
 def test_a_func_only_test_records_its_call_alone_and_a_flat_deadline_names_its_source(
-    sessions,
-):
+    sessions: Sessions,
+) -> None:
     sessions.write(
         "test_fixture.py",
         """

@@ -7,10 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_expiry.stacks.native import find_native_unwinder
+
+if TYPE_CHECKING:
+    from tests.helpers import RunPytest
 
 STUCK_IN_C = """
 import ctypes
@@ -54,8 +58,8 @@ def py_spy() -> str:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ptrace and PyDLL(None): Linux")
 def test_the_native_frames_of_a_worker_stuck_in_c_are_in_its_report(
-    py_spy, pytester, run_pytest
-):
+    py_spy: str, pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(test_stuck=STUCK_IN_C)
     run = run_pytest(
         "-n", "1", "--expiry=0.5", "--expiry-grace=0.3", "--expiry-report=report.json"

@@ -15,15 +15,17 @@ from __future__ import annotations
 import itertools
 import re
 import sys
+from collections.abc import Sequence
+from typing import Protocol
 
 import pytest
 
 from pytest_expiry.options import MAX_SCALE, MAX_SECONDS, MIN_SECONDS
 
 try:
-    from tests.helpers import NO_EXTRAS
+    from tests.helpers import NO_EXTRAS, Run, RunPytest
 except ImportError:  # run by a pytest whose sys.path lacks the repository root
-    from helpers import NO_EXTRAS  # type: ignore[no-redef,import-not-found]
+    from helpers import NO_EXTRAS, Run, RunPytest  # type: ignore[no-redef,import-not-found]
 
 HANG = 30.0
 """How long a test meant to expire sleeps: it can only end by expiring."""
@@ -35,31 +37,42 @@ LOOSE = 5.0
 """A deadline the inner test meets with ease."""
 
 
-def write_test(pytester, sleep, decorators=(), name="test_sleeps"):
+def write_test(
+    pytester: pytest.Pytester,
+    sleep: float,
+    decorators: Sequence[str] = (),
+    name: str = "test_sleeps",
+) -> None:
     """A test module with one test that sleeps ``sleep`` seconds under ``decorators``."""
     lines = ["import time", "import pytest", "", *decorators, f"def {name}():"]
     lines.append(f"    time.sleep({sleep})")
     pytester.makepyfile("\n".join(lines) + "\n")
 
 
-def ini(pytester, **values):
+def ini(pytester: pytest.Pytester, **values: object) -> None:
     body = "".join(f"{key} = {value}\n" for key, value in values.items())
     pytester.makeini("[pytest]\n" + body)
 
 
-def assert_expired(run, name="test_sleeps"):
+def assert_expired(run: Run, name: str = "test_sleeps") -> None:
     run.result.assert_outcomes(failed=1)
     assert f"{name} expired" in run.output
     assert "pytest_expiry.Expired" in run.output
 
 
-def assert_passed(run):
+def assert_passed(run: Run) -> None:
     run.result.assert_outcomes(passed=1)
     assert "Expired" not in run.output
 
 
+class RunsToAUsageError(Protocol):
+    """The type of the ``usage_error`` fixture."""
+
+    def __call__(self, *arguments: str) -> str: ...
+
+
 @pytest.fixture
-def usage_error(pytester, monkeypatch):
+def usage_error(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> RunsToAUsageError:
     """``usage_error(*arguments)`` runs pytest in this process, for a session that must stop
     at a usage error before any test runs (in a subprocess, each of these runs costs ten
     times as much). It returns the output after asserting exit code 4 and nothing of the
@@ -67,7 +80,7 @@ def usage_error(pytester, monkeypatch):
     for variable in ("PYTEST_EXPIRY", "PYTEST_TIMEOUT", "PYTEST_EXPIRY_SIGNALS"):
         monkeypatch.delenv(variable, raising=False)
 
-    def run(*arguments):
+    def run(*arguments: str) -> str:
         result = pytester.runpytest_inprocess(*NO_EXTRAS, "-p", "no:cacheprovider", *arguments)
         output = result.stdout.str() + "\n" + result.stderr.str()
         assert result.ret == pytest.ExitCode.USAGE_ERROR, output
@@ -102,14 +115,14 @@ class Deadlines:
     """A test module with one sleeping test, and deadlines set for it through any of the
     places in :data:`CHAIN`."""
 
-    def __init__(self, pytester, monkeypatch):
+    def __init__(self, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
         self._pytester = pytester
         self._monkeypatch = monkeypatch
-        self._decorators = []
-        self._arguments = []
-        self._ini = {}
+        self._decorators: list[str] = []
+        self._arguments: list[str] = []
+        self._ini: dict[str, float] = {}
 
-    def set(self, source, value):
+    def set(self, source: str, value: float) -> Deadlines:
         if source.startswith("@pytest.mark."):
             self._decorators.append(f"{source}({value})")
         elif source.startswith("--"):
@@ -120,7 +133,7 @@ class Deadlines:
             self._ini[source.removeprefix("ini ")] = value
         return self
 
-    def run(self, run_pytest, sleep, *arguments):
+    def run(self, run_pytest: RunPytest, sleep: float, *arguments: str) -> Run:
         """Run the test, which sleeps ``sleep`` seconds, under the deadlines set."""
         write_test(self._pytester, sleep, self._decorators)
         if self._ini:
@@ -129,11 +142,11 @@ class Deadlines:
 
 
 @pytest.fixture
-def deadlines(pytester, monkeypatch):
+def deadlines(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Deadlines:
     return Deadlines(pytester, monkeypatch)
 
 
-def test_pytest_timeout_is_not_installed_here():
+def test_pytest_timeout_is_not_installed_here() -> None:
     """The premise of the tests of pytest-timeout's spellings."""
     from pytest_expiry.timeout_compat import compat_possible  # noqa: PLC0415
 
@@ -141,17 +154,23 @@ def test_pytest_timeout_is_not_installed_here():
 
 
 @pytest.mark.parametrize("source", CHAIN)
-def test_each_source_alone_gives_a_test_its_deadline(run_pytest, deadlines, source):
+def test_each_source_alone_gives_a_test_its_deadline(
+    run_pytest: RunPytest, deadlines: Deadlines, source: str
+) -> None:
     assert_expired(deadlines.set(source, STRICT).run(run_pytest, HANG))
 
 
-def test_without_any_setting_a_test_has_no_deadline(pytester, run_pytest):
+def test_without_any_setting_a_test_has_no_deadline(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     write_test(pytester, 0.6)
     assert_passed(run_pytest())
 
 
 @pytest.mark.parametrize("source", TIMEOUT_SPELLINGS)
-def test_expiry_no_timeout_compat_ignores_pytest_timeout_spellings(run_pytest, deadlines, source):
+def test_expiry_no_timeout_compat_ignores_pytest_timeout_spellings(
+    run_pytest: RunPytest, deadlines: Deadlines, source: str
+) -> None:
     run = deadlines.set(source, STRICT).run(run_pytest, 0.6, "--expiry-no-timeout-compat")
     assert_passed(run)
 
@@ -169,27 +188,29 @@ PRECEDENCE_IDS = [f"{higher} over {lower}" for higher, lower in PRECEDENCE]
 
 @pytest.mark.parametrize(("higher", "lower"), PRECEDENCE, ids=PRECEDENCE_IDS)
 def test_a_looser_deadline_from_a_higher_source_overrides_a_stricter_lower_one(
-    run_pytest, deadlines, higher, lower
-):
+    run_pytest: RunPytest, deadlines: Deadlines, higher: str, lower: str
+) -> None:
     run = deadlines.set(higher, LOOSE).set(lower, STRICT).run(run_pytest, 0.6)
     assert_passed(run)
 
 
 @pytest.mark.parametrize(("higher", "lower"), PRECEDENCE, ids=PRECEDENCE_IDS)
 def test_a_stricter_deadline_from_a_higher_source_overrides_a_looser_lower_one(
-    run_pytest, deadlines, higher, lower
-):
+    run_pytest: RunPytest, deadlines: Deadlines, higher: str, lower: str
+) -> None:
     run = deadlines.set(higher, STRICT).set(lower, 60).run(run_pytest, HANG)
     assert_expired(run)
 
 
 def test_expiry_zero_on_the_command_line_disables_a_deadline_from_the_ini_file(
-    run_pytest, deadlines
-):
+    run_pytest: RunPytest, deadlines: Deadlines
+) -> None:
     assert_passed(deadlines.set("ini expiry", STRICT).set("--expiry", 0).run(run_pytest, 0.6))
 
 
-def test_an_expires_zero_marker_disables_the_deadline_of_its_test(run_pytest, deadlines):
+def test_an_expires_zero_marker_disables_the_deadline_of_its_test(
+    run_pytest: RunPytest, deadlines: Deadlines
+) -> None:
     run = deadlines.set("--expiry", STRICT).set("@pytest.mark.expires", 0).run(run_pytest, 0.6)
     assert_passed(run)
 
@@ -227,12 +248,14 @@ LEVELS = {
 
 
 @pytest.mark.parametrize("level", LEVELS)
-def test_an_expires_marker_gives_a_deadline_at_any_level(pytester, run_pytest, level):
+def test_an_expires_marker_gives_a_deadline_at_any_level(
+    pytester: pytest.Pytester, run_pytest: RunPytest, level: str
+) -> None:
     pytester.makepyfile(LEVELS[level])
     assert_expired(run_pytest())
 
 
-def test_the_closest_expires_marker_wins(pytester, run_pytest):
+def test_the_closest_expires_marker_wins(pytester: pytest.Pytester, run_pytest: RunPytest) -> None:
     pytester.makepyfile(
         """
         import time
@@ -260,19 +283,21 @@ def test_the_closest_expires_marker_wins(pytester, run_pytest):
     assert run.testcase("test_function_deadline").find("failure") is not None
 
 
-def test_the_expires_marker_is_documented_in_pytest_markers(run_pytest):
+def test_the_expires_marker_is_documented_in_pytest_markers(run_pytest: RunPytest) -> None:
     run = run_pytest("--markers", junit=False)
     run.result.stdout.fnmatch_lines(["@pytest.mark.expires(seconds, *, func_only=False):*"])
 
 
-def test_the_timeout_marker_is_documented_in_pytest_markers_while_honoured(run_pytest):
+def test_the_timeout_marker_is_documented_in_pytest_markers_while_honoured(
+    run_pytest: RunPytest,
+) -> None:
     run = run_pytest("--markers", junit=False)
     run.result.stdout.fnmatch_lines(
         ["@pytest.mark.timeout(timeout=None, method=None, *, func_only=None):*"]
     )
 
 
-def test_the_timeout_marker_is_not_documented_without_timeout_compat(run_pytest):
+def test_the_timeout_marker_is_not_documented_without_timeout_compat(run_pytest: RunPytest) -> None:
     run = run_pytest("--markers", "--expiry-no-timeout-compat", junit=False)
     assert "@pytest.mark.timeout" not in run.result.stdout.str()
 
@@ -314,7 +339,9 @@ FUNC_ONLY = {
 
 
 @pytest.mark.parametrize("how", FUNC_ONLY)
-def test_with_func_only_slow_fixture_setup_and_teardown_do_not_count(pytester, run_pytest, how):
+def test_with_func_only_slow_fixture_setup_and_teardown_do_not_count(
+    pytester: pytest.Pytester, run_pytest: RunPytest, how: str
+) -> None:
     decorator, arguments = FUNC_ONLY[how]
     pytester.makepyfile(SLOW_FIXTURE.format(decorator=decorator))
     run = run_pytest(*arguments)
@@ -323,13 +350,17 @@ def test_with_func_only_slow_fixture_setup_and_teardown_do_not_count(pytester, r
 
 
 @pytest.mark.parametrize("how", FUNC_ONLY)
-def test_with_func_only_a_hang_in_the_test_function_still_expires(pytester, run_pytest, how):
+def test_with_func_only_a_hang_in_the_test_function_still_expires(
+    pytester: pytest.Pytester, run_pytest: RunPytest, how: str
+) -> None:
     decorator, arguments = FUNC_ONLY[how]
     pytester.makepyfile(HANG_IN_FUNCTION.format(decorator=decorator))
     assert_expired(run_pytest(*arguments), "test_hangs")
 
 
-def test_without_func_only_a_slow_fixture_setup_counts(pytester, run_pytest):
+def test_without_func_only_a_slow_fixture_setup_counts(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(SLOW_FIXTURE.format(decorator=""))
     run = run_pytest("--expiry=0.5")
     run.result.assert_outcomes(errors=1)
@@ -339,12 +370,16 @@ def test_without_func_only_a_slow_fixture_setup_counts(pytester, run_pytest):
 # --- scale ------------------------------------------------------------------------------
 
 
-def test_expiry_scale_multiplies_the_deadline(pytester, run_pytest):
+def test_expiry_scale_multiplies_the_deadline(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     write_test(pytester, 0.6, ["@pytest.mark.expires(0.3)"])
     assert_passed(run_pytest("--expiry-scale=3"))
 
 
-def test_without_expiry_scale_the_same_test_expires(pytester, run_pytest):
+def test_without_expiry_scale_the_same_test_expires(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     write_test(pytester, 0.6, ["@pytest.mark.expires(0.3)"])
     assert_expired(run_pytest())
 
@@ -352,13 +387,15 @@ def test_without_expiry_scale_the_same_test_expires(pytester, run_pytest):
 # --- the session header -----------------------------------------------------------------
 
 
-def header_line(run):
+def header_line(run: Run) -> str:
     lines = [line for line in run.result.stdout.lines if line.startswith("expiry: ")]
     assert len(lines) == 1, run.output
     return lines[0]
 
 
-def test_the_header_shows_the_default_settings(pytester, run_pytest):
+def test_the_header_shows_the_default_settings(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile("def test_nothing(): pass\n")
     line = header_line(run_pytest())
     assert line.startswith("expiry: none by default (markers only) (")
@@ -375,7 +412,9 @@ HEADER_SETTINGS = {
 }
 
 
-def test_the_header_shows_the_settings_given_on_the_command_line(pytester, run_pytest):
+def test_the_header_shows_the_settings_given_on_the_command_line(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile("def test_nothing(): pass\n")
     arguments = [f"{option}={value}" for option, (value, _) in HEADER_SETTINGS.items()]
     run = run_pytest(*arguments, "--expiry-func-only", "--expiry-no-timeout-compat")
@@ -387,7 +426,9 @@ def test_the_header_shows_the_settings_given_on_the_command_line(pytester, run_p
 
 
 @pytest.mark.parametrize(("yes", "no"), [("true", "false"), ("yes", "0")])
-def test_the_header_shows_the_settings_given_in_the_ini_file(pytester, run_pytest, yes, no):
+def test_the_header_shows_the_settings_given_in_the_ini_file(
+    pytester: pytest.Pytester, run_pytest: RunPytest, yes: str, no: str
+) -> None:
     """Yes/no ini values are read as pytest reads any bool: true/yes/1, false/no/0..."""
     pytester.makepyfile("def test_nothing(): pass\n")
     values = {option[2:].replace("-", "_"): value for option, (value, _) in HEADER_SETTINGS.items()}
@@ -399,7 +440,9 @@ def test_the_header_shows_the_settings_given_in_the_ini_file(pytester, run_pytes
     assert "pytest-timeout" not in line
 
 
-def test_the_header_says_when_slow_notices_are_off(pytester, run_pytest):
+def test_the_header_says_when_slow_notices_are_off(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile("def test_nothing(): pass\n")
     assert "no SLOW notices" in header_line(run_pytest("--expiry-slow=0"))
 
@@ -411,8 +454,8 @@ SLOW_LINE = r"^SLOW \S+::test_sleeps: 0\.\d\d s of its 1 s deadline$"
 
 
 def test_a_test_past_the_slow_fraction_is_named_on_its_own_line_and_in_the_summary(
-    pytester, run_pytest
-):
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     write_test(pytester, 0.6)
     run = run_pytest("--expiry=1", "--expiry-slow=0.3")
     run.result.assert_outcomes(passed=1)
@@ -421,7 +464,9 @@ def test_a_test_past_the_slow_fraction_is_named_on_its_own_line_and_in_the_summa
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
-def test_a_slow_line_never_shares_a_line_with_progress_letters(pytester, run_pytest, workers):
+def test_a_slow_line_never_shares_a_line_with_progress_letters(
+    pytester: pytest.Pytester, run_pytest: RunPytest, workers: list[str]
+) -> None:
     pytester.makepyfile(
         "import time\n"
         "def test_quick(): pass\n"
@@ -435,21 +480,27 @@ def test_a_slow_line_never_shares_a_line_with_progress_letters(pytester, run_pyt
     assert len(slow) == 2 and all(re.match(SLOW_LINE, line) for line in slow), run.output
 
 
-def test_a_test_that_expires_is_not_listed_as_slow(pytester, run_pytest):
+def test_a_test_that_expires_is_not_listed_as_slow(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     write_test(pytester, 5)
     run = run_pytest("--expiry=0.5", "--expiry-slow=0.3")
     run.result.assert_outcomes(failed=1)
     assert "SLOW" not in run.output
 
 
-def test_a_slow_func_only_test_is_listed_in_the_summary(pytester, run_pytest):
+def test_a_slow_func_only_test_is_listed_in_the_summary(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     write_test(pytester, 0.6, ["@pytest.mark.expires(1, func_only=True)"])
     run = run_pytest("--expiry-slow=0.3")
     run.result.assert_outcomes(passed=1)
     assert len(re.findall(SLOW_LINE, run.result.stdout.str(), re.MULTILINE)) == 2, run.output
 
 
-def test_expiry_slow_zero_turns_slow_notices_off(pytester, run_pytest):
+def test_expiry_slow_zero_turns_slow_notices_off(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     write_test(pytester, 0.6)
     run = run_pytest("--expiry=1", "--expiry-slow=0")
     run.result.assert_outcomes(passed=1)
@@ -493,8 +544,8 @@ BAD_OPTIONS = [
     ("option", "value", "allowed"), BAD_OPTIONS, ids=[f"{o}={v}" for o, v, _ in BAD_OPTIONS]
 )
 def test_a_bad_option_value_is_a_usage_error_naming_it(
-    pytester, usage_error, option, value, allowed
-):
+    pytester: pytest.Pytester, usage_error: RunsToAUsageError, option: str, value: str, allowed: str
+) -> None:
     pytester.makepyfile("def test_nothing(): pass\n")
     (pytester.path / "blocker").write_text("a regular file, not a directory\n")
     output = usage_error(f"{option}={value}")
@@ -523,7 +574,9 @@ BAD_FLAGS = ["expiry_func_only", "expiry_timeout_compat"]
 @pytest.mark.parametrize(
     ("name", "value", "allowed"), BAD_INI, ids=[f"{n} = {v}" for n, v, _ in BAD_INI]
 )
-def test_a_bad_ini_value_is_a_usage_error_naming_it(pytester, usage_error, name, value, allowed):
+def test_a_bad_ini_value_is_a_usage_error_naming_it(
+    pytester: pytest.Pytester, usage_error: RunsToAUsageError, name: str, value: str, allowed: str
+) -> None:
     pytester.makepyfile("def test_nothing(): pass\n")
     ini(pytester, **{name: value})
     output = usage_error()
@@ -532,7 +585,9 @@ def test_a_bad_ini_value_is_a_usage_error_naming_it(pytester, usage_error, name,
 
 
 @pytest.mark.parametrize("name", BAD_FLAGS)
-def test_a_yes_no_ini_value_that_is_neither_is_a_usage_error_naming_it(pytester, usage_error, name):
+def test_a_yes_no_ini_value_that_is_neither_is_a_usage_error_naming_it(
+    pytester: pytest.Pytester, usage_error: RunsToAUsageError, name: str
+) -> None:
     pytester.makepyfile("def test_nothing(): pass\n")
     ini(pytester, **{name: "maybe"})
     output = usage_error()
@@ -552,8 +607,12 @@ def test_a_yes_no_ini_value_that_is_neither_is_a_usage_error_naming_it(pytester,
     ],
 )
 def test_a_bad_environment_variable_is_a_usage_error_naming_it(
-    pytester, usage_error, monkeypatch, variable, value
-):
+    pytester: pytest.Pytester,
+    usage_error: RunsToAUsageError,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+) -> None:
     pytester.makepyfile("def test_nothing(): pass\n")
     monkeypatch.setenv(variable, value)
     output = usage_error()
@@ -581,18 +640,20 @@ BAD_MARKERS = [
     ("marker", "shown", "allowed"), BAD_MARKERS, ids=[m for m, _, _ in BAD_MARKERS]
 )
 def test_a_marker_with_bad_arguments_is_a_usage_error_naming_it(
-    pytester, usage_error, marker, shown, allowed
-):
+    pytester: pytest.Pytester, usage_error: RunsToAUsageError, marker: str, shown: str, allowed: str
+) -> None:
     write_test(pytester, 0, [f"@pytest.mark.{marker}"], name="test_marked")
     output = usage_error()
-    name = marker.split("(")[0]
+    name = marker.split("(", maxsplit=1)[0]
     assert "invalid expiry markers" in output
     assert "::test_marked: @pytest.mark." + name in output
     assert shown in output
     assert allowed in output
 
 
-def test_a_marker_with_bad_arguments_is_a_usage_error_in_a_real_run(pytester, run_pytest):
+def test_a_marker_with_bad_arguments_is_a_usage_error_in_a_real_run(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """The same, end to end in a subprocess, as a user runs pytest."""
     write_test(pytester, 0, ['@pytest.mark.expires("10s")'], name="test_marked")
     run = run_pytest(junit=False)
@@ -602,7 +663,9 @@ def test_a_marker_with_bad_arguments_is_a_usage_error_in_a_real_run(pytester, ru
     assert "Traceback" not in run.output
 
 
-def test_a_bad_option_value_is_a_usage_error_in_a_real_run(pytester, run_pytest):
+def test_a_bad_option_value_is_a_usage_error_in_a_real_run(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """The same, end to end in a subprocess, as a user runs pytest."""
     pytester.makepyfile("def test_nothing(): pass\n")
     run = run_pytest("--expiry=abc", junit=False)
@@ -611,7 +674,9 @@ def test_a_bad_option_value_is_a_usage_error_in_a_real_run(pytester, run_pytest)
     assert "Traceback" not in run.output
 
 
-def test_a_marker_with_bad_arguments_under_xdist_is_a_clear_error(pytester, run_pytest):
+def test_a_marker_with_bad_arguments_under_xdist_is_a_clear_error(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """The session fails, not with an internal error, and says which marker is wrong (exit
     code 4, as without xdist, would be best; a failed or interrupted session will do)."""
     write_test(pytester, 0, ['@pytest.mark.expires("10s")'], name="test_marked")
@@ -632,7 +697,9 @@ REFUSED_AT_START = {
 
 
 @pytest.mark.parametrize("argument", REFUSED_AT_START)
-def test_a_value_past_the_limits_stops_a_real_run_at_start(pytester, run_pytest, argument):
+def test_a_value_past_the_limits_stops_a_real_run_at_start(
+    pytester: pytest.Pytester, run_pytest: RunPytest, argument: str
+) -> None:
     """Each of these was accepted and went wrong later: a traceback from the exit thread
     (the scale), a passing test erroring with "deadline 0 s", a report that could not be
     written, said only at the end."""
@@ -644,7 +711,9 @@ def test_a_value_past_the_limits_stops_a_real_run_at_start(pytester, run_pytest,
     assert "collected" not in run.output
 
 
-def test_signals_pytest_needs_are_refused_at_start_in_a_real_run(pytester, run_pytest, monkeypatch):
+def test_signals_pytest_needs_are_refused_at_start_in_a_real_run(
+    pytester: pytest.Pytester, run_pytest: RunPytest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PYTEST_EXPIRY_SIGNALS", "SIGINT,SIGTERM")
     write_test(pytester, 0.1)
     run = run_pytest("--expiry=1", junit=False)
@@ -658,8 +727,11 @@ def test_signals_pytest_needs_are_refused_at_start_in_a_real_run(pytester, run_p
 
 @pytest.mark.parametrize("value", ["SIGALRM,SIGUSR1", "SIGUSR1,15", "SIGUSR2,SIGHUP", "CHLD,USR1"])
 def test_other_signals_someone_else_needs_are_refused_naming_the_variable(
-    pytester, usage_error, monkeypatch, value
-):
+    pytester: pytest.Pytester,
+    usage_error: RunsToAUsageError,
+    monkeypatch: pytest.MonkeyPatch,
+    value: str,
+) -> None:
     pytester.makepyfile("def test_nothing(): pass\n")
     monkeypatch.setenv("PYTEST_EXPIRY_SIGNALS", value)
     output = usage_error()
@@ -684,7 +756,9 @@ AT_THE_LIMITS = """
 """
 
 
-def test_a_session_at_the_upper_limits_runs_and_exits_cleanly(pytester, run_pytest):
+def test_a_session_at_the_upper_limits_runs_and_exits_cleanly(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """The longest deadlines, scaled by the largest factor, are still deadlines every part
     of the plugin can wait for: the guard, the watchdog, the session budget, the exit bound."""
     pytester.makepyfile(AT_THE_LIMITS.format(seconds=MAX_SECONDS))
@@ -699,7 +773,9 @@ def test_a_session_at_the_upper_limits_runs_and_exits_cleanly(pytester, run_pyte
         assert trouble not in run.output
 
 
-def test_a_deadline_the_scale_takes_below_1_ms_is_1_ms(pytester, run_pytest):
+def test_a_deadline_the_scale_takes_below_1_ms_is_1_ms(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     write_test(pytester, HANG, [f"@pytest.mark.expires({MIN_SECONDS})"])
     run = run_pytest("--expiry-scale=0.01")
     assert_expired(run)
@@ -718,7 +794,9 @@ LEAKS_A_SHORT_SLEEP = """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="leaks are watched on Linux")
-def test_by_default_a_leaked_process_is_reported_and_left_running(pytester, run_pytest):
+def test_by_default_a_leaked_process_is_reported_and_left_running(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """No option: ``warn``. No deadline either: leak detection needs none."""
     pytester.makepyfile(LEAKS_A_SHORT_SLEEP)
     run = run_pytest()
@@ -729,7 +807,9 @@ def test_by_default_a_leaked_process_is_reported_and_left_running(pytester, run_
     # the sleep ends by itself; run_pytest then proves that nothing is left running
 
 
-def test_the_help_documents_leak_modes_child_stacks_and_yes_no_ini_values(pytester):
+def test_the_help_documents_leak_modes_child_stacks_and_yes_no_ini_values(
+    pytester: pytest.Pytester,
+) -> None:
     result = pytester.runpytest_inprocess(*NO_EXTRAS, "-p", "no:cacheprovider", "--help")
     text = " ".join(result.stdout.str().split())
     for shown in [
@@ -749,6 +829,8 @@ def test_the_help_documents_leak_modes_child_stacks_and_yes_no_ini_values(pytest
 
 
 @pytest.mark.parametrize("mode", ["auto", "hook", "off"])
-def test_every_child_stacks_mode_is_accepted_by_a_real_run(pytester, run_pytest, mode):
+def test_every_child_stacks_mode_is_accepted_by_a_real_run(
+    pytester: pytest.Pytester, run_pytest: RunPytest, mode: str
+) -> None:
     write_test(pytester, HANG, ["@pytest.mark.expires(0.3)"])
     assert_expired(run_pytest(f"--expiry-child-stacks={mode}"))

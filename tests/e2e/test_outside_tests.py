@@ -6,8 +6,12 @@ The interpreter's exit (``--expiry-exit``) is in ``test_exit``.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.helpers import RunPytest
 
 HANGS_AT_IMPORT = """
     import time
@@ -20,8 +24,8 @@ HANGS_AT_IMPORT = """
 
 @pytest.mark.parametrize("mode", [[], ["-n", "2"]], ids=["plain", "xdist"])
 def test_a_module_that_hangs_at_import_becomes_a_collection_error_with_its_stack(
-    pytester, run_pytest, mode
-):
+    pytester: pytest.Pytester, run_pytest: RunPytest, mode: list[str]
+) -> None:
     pytester.makepyfile(test_a_hangs=HANGS_AT_IMPORT, test_b_fine="def test_fine(): pass")
     run = run_pytest("--expiry=5", "--expiry-collect=0.5", *mode)
     outcomes = run.result.parseoutcomes()
@@ -34,8 +38,8 @@ def test_a_module_that_hangs_at_import_becomes_a_collection_error_with_its_stack
 
 
 def test_without_xdist_the_other_modules_run_even_without_continue_on_collection_errors(
-    pytester, run_pytest
-):
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(test_a_hangs=HANGS_AT_IMPORT, test_b_fine="def test_fine(): pass")
     run = run_pytest("--expiry=0.5")
     run.result.assert_outcomes(passed=1, errors=1)
@@ -43,7 +47,9 @@ def test_without_xdist_the_other_modules_run_even_without_continue_on_collection
     assert "expired in collect" in run.output
 
 
-def test_an_ordinary_import_error_still_stops_the_run_as_pytest_does(pytester, run_pytest):
+def test_an_ordinary_import_error_still_stops_the_run_as_pytest_does(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(
         test_a_hangs=HANGS_AT_IMPORT,
         test_b_broken="import no_such_module_anywhere",
@@ -68,8 +74,8 @@ STEPS = """
     ("mode", "budget"), [([], "1.5"), (["-n", "2"], "2")], ids=["plain", "xdist"]
 )
 def test_a_session_budget_expires_the_running_test_and_reports_the_rest_as_not_run(
-    pytester, run_pytest, mode, budget
-):
+    pytester: pytest.Pytester, run_pytest: RunPytest, mode: list[str], budget: str
+) -> None:
     pytester.makepyfile(STEPS)
     report = pytester.path / "expiry.json"
     run = run_pytest(f"--expiry-session={budget}", f"--expiry-report={report}", *mode)
@@ -81,6 +87,7 @@ def test_a_session_budget_expires_the_running_test_and_reports_the_rest_as_not_r
     assert "SESSION BUDGET exceeded" in run.output
     document = json.loads(report.read_text())
     assert document["not_run"] == outcomes["skipped"]
-    skipped = [case for case in run.junit.iter("testcase") if case.find("skipped") is not None]
+    assert run.junit is not None
+    skipped = [s for case in run.junit.iter("testcase") if (s := case.find("skipped")) is not None]
     assert len(skipped) == outcomes["skipped"]
-    assert all("not run" in case.find("skipped").get("message", "") for case in skipped)
+    assert all("not run" in s.get("message", "") for s in skipped)

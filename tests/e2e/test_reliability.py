@@ -36,15 +36,21 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 import pytest
 
 try:
-    from tests.helpers import TAG, assert_none_left, nobody, tagged_processes
+    from tests.helpers import TAG, RunPytest, assert_none_left, nobody, tagged_processes
 except ImportError:  # run by a pytest whose sys.path lacks the repository root
-    from helpers import TAG, assert_none_left, nobody, tagged_processes  # type: ignore[no-redef]
+    from helpers import (  # type: ignore[no-redef,import-not-found]
+        TAG,
+        RunPytest,
+        assert_none_left,
+        nobody,
+        tagged_processes,
+    )
 
 PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
 WATCHDOG_MODULE = "pytest_expiry.watchdog.main"
@@ -62,7 +68,10 @@ _CLEAN_ENV = (
 # helpers
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, pause: float = 0.01) -> Any:
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str, pause: float = 0.01) -> T:
     """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
     end = time.monotonic() + timeout
     while True:
@@ -242,15 +251,17 @@ def killed_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KilledS
         started.close()
 
 
-def test_when_pytest_is_sigkilled_its_watchdog_exits_within_a_second(killed_session):
+def test_when_pytest_is_sigkilled_its_watchdog_exits_within_a_second(
+    killed_session: KilledSession,
+) -> None:
     assert killed_session.watchdog_exit < 1.0, (
         f"the watchdog took {killed_session.watchdog_exit:.2f} s to exit"
     )
 
 
 def test_when_pytest_is_sigkilled_its_private_directory_does_not_outlive_the_watchdog(
-    killed_session,
-):
+    killed_session: KilledSession,
+) -> None:
     """pytest died before its own cleanup: the watchdog is the one left to remove it."""
     assert not killed_session.directory_left, f"{killed_session.directory} is left behind"
 
@@ -268,7 +279,9 @@ FORKS_A_CHILD = """
 """
 
 
-def test_a_fork_of_a_test_does_not_keep_a_killed_sessions_watchdog_alive(pytester, sessions):
+def test_a_fork_of_a_test_does_not_keep_a_killed_sessions_watchdog_alive(
+    pytester: pytest.Pytester, sessions: Sessions
+) -> None:
     """The fork inherits the write end of the watchdog's stop pipe, so end-of-file alone
     cannot tell the watchdog that its session died."""
     pytester.makepyfile(FORKS_A_CHILD)
@@ -320,8 +333,8 @@ XDIST_OTHERS = """
 
 
 def test_when_an_xdist_worker_is_sigkilled_it_is_replaced_and_the_session_ends_clean(
-    pytester, sessions
-):
+    pytester: pytest.Pytester, sessions: Sessions
+) -> None:
     """The watchdog serves the replacement and the other worker as before (a hang after the
     kill still expires); at the end neither the watchdog nor any worker is left."""
     pytester.makepyfile(test_victim=XDIST_VICTIM, test_others=XDIST_OTHERS)
@@ -382,8 +395,8 @@ FREEZES_THE_WATCHDOG = """
 
 
 def test_a_watchdog_frozen_then_killed_is_reported_once_and_the_session_carries_on(
-    pytester, run_pytest
-):
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(FREEZES_THE_WATCHDOG)
     run = run_pytest("--expiry=5")
     run.result.assert_outcomes(passed=6)
@@ -435,8 +448,8 @@ KILLS_THE_WATCHDOG_MID_ESCALATION = f"""
 
 
 def test_a_watchdog_killed_during_an_escalation_still_fails_the_test_and_leaves_nothing(
-    pytester, run_pytest
-):
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """The watchdog dies after it interrupted the test, while it waits for the test's child
     to obey SIGTERM: the test still fails as expired, its child is still ended (leak
     detection in kill mode), the dead watchdog is reported once and replaced, and the session
@@ -487,8 +500,8 @@ SESSION_B = """
 
 
 def test_two_sessions_have_their_own_watchdogs_and_never_touch_each_others_processes(
-    pytester, sessions
-):
+    pytester: pytest.Pytester, sessions: Sessions
+) -> None:
     pytester.makepyfile(test_session_a=SESSION_A, test_session_b=SESSION_B)
     b = sessions.start("test_session_b.py")
     watchdog_b = b.watchdog()
@@ -526,7 +539,9 @@ INTERRUPTED = """
 """
 
 
-def interrupt_session(pytester: pytest.Pytester, sessions: Sessions, **env: str):
+def interrupt_session(
+    pytester: pytest.Pytester, sessions: Sessions, **env: str
+) -> tuple[Session, psutil.Process, psutil.Process]:
     """Ctrl-C (SIGINT to the foreground process group) in the middle of a test that started
     a child; returns the session, its watchdog and the child."""
     pytester.makepyfile(INTERRUPTED)
@@ -538,7 +553,9 @@ def interrupt_session(pytester: pytest.Pytester, sessions: Sessions, **env: str)
     return session, watchdog, child
 
 
-def test_ctrl_c_stops_the_session_as_pytest_does_and_leaves_nothing_running(pytester, sessions):
+def test_ctrl_c_stops_the_session_as_pytest_does_and_leaves_nothing_running(
+    pytester: pytest.Pytester, sessions: Sessions
+) -> None:
     session, watchdog, child = interrupt_session(pytester, sessions)
     assert session.wait(30) == pytest.ExitCode.INTERRUPTED
     assert "KeyboardInterrupt" in session.output
@@ -548,7 +565,9 @@ def test_ctrl_c_stops_the_session_as_pytest_does_and_leaves_nothing_running(pyte
     assert_none_left(sessions.tag)
 
 
-def test_ctrl_c_also_ends_a_child_of_the_test_that_the_interrupt_did_not_reach(pytester, sessions):
+def test_ctrl_c_also_ends_a_child_of_the_test_that_the_interrupt_did_not_reach(
+    pytester: pytest.Pytester, sessions: Sessions
+) -> None:
     """A child in a session of its own gets no SIGINT from the terminal, and the interrupted
     test never reaches its own leak check."""
     session, _watchdog, child = interrupt_session(pytester, sessions, CHILD_OWN_SESSION="1")
@@ -595,25 +614,29 @@ def precision_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     try:
         session = started.start(f"--expiry={PRECISION_DEADLINE}", "-n", "2", "--junitxml=j.xml")
         assert session.wait(120) == pytest.ExitCode.TESTS_FAILED, session.output
-        yield {c.get("name"): c for c in ET.parse(path / "j.xml").iter("testcase")}
+        yield {c.get("name", ""): c for c in ET.parse(path / "j.xml").iter("testcase")}
     finally:
         started.close()
 
 
-def test_tests_that_end_at_nine_tenths_of_their_deadline_never_expire(precision_run):
+def test_tests_that_end_at_nine_tenths_of_their_deadline_never_expire(
+    precision_run: dict[str, ET.Element],
+) -> None:
     for i in range(PRECISION_COUNT):
         case = precision_run[f"test_in_time[{i}]"]
         problems = case.findall("failure") + case.findall("error")
         assert problems == [], f"test_in_time[{i}]: {problems[0].get('message')}"
 
 
-def test_tests_that_overrun_their_deadline_always_expire(precision_run):
+def test_tests_that_overrun_their_deadline_always_expire(
+    precision_run: dict[str, ET.Element],
+) -> None:
     for i in range(PRECISION_COUNT):
         case = precision_run[f"test_overruns[{i}]"]
         failure = case.find("failure")
         assert failure is not None, f"test_overruns[{i}] ran {case.get('time')} s, not expired"
         assert "Expired: still running" in failure.get("message", "")
-        assert float(case.get("time")) < 1.5 * PRECISION_DEADLINE
+        assert float(case.get("time", "nan")) < 1.5 * PRECISION_DEADLINE
 
 
 OVERRUNS_WHILE_STACKS_ARE_GATHERED = """
@@ -637,8 +660,8 @@ OVERRUNS_WHILE_STACKS_ARE_GATHERED = """
 
 
 def test_a_test_that_ends_after_its_deadline_while_stacks_are_gathered_still_expires(
-    pytester, run_pytest
-):
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """Holding the watchdog in its stack gathering with a stopped Python child makes
     deterministic what load does at random: the watchdog reacts late to a deadline."""
     pytester.makepyfile(OVERRUNS_WHILE_STACKS_ARE_GATHERED)
@@ -649,7 +672,9 @@ def test_a_test_that_ends_after_its_deadline_while_stacks_are_gathered_still_exp
 
 
 @pytest.mark.slow
-def test_many_short_deadlines_under_xdist_give_no_false_expiry(pytester, run_pytest):
+def test_many_short_deadlines_under_xdist_give_no_false_expiry(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(
         """
         import pytest
@@ -681,7 +706,9 @@ HANGS_WITH_CHILDREN = """
 """
 
 
-def test_an_expiry_never_signals_a_process_from_outside_the_session(pytester, run_pytest):
+def test_an_expiry_never_signals_a_process_from_outside_the_session(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """A ``sleep`` of the same user, started before the session (it would die of SIGTERM,
     SIGKILL, or either of the plugin's real-time signals), survives a session in which the
     watchdog ended a hung test's tree and leak detection ended a leaked child."""
@@ -714,7 +741,7 @@ def running_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         started.close()
 
 
-def test_the_session_directory_is_private_to_the_sessions_user(running_session):
+def test_the_session_directory_is_private_to_the_sessions_user(running_session: str) -> None:
     info = os.stat(running_session)
     assert os.path.basename(running_session).startswith("pytest-expiry-")
     assert info.st_uid == os.getuid()
@@ -742,7 +769,7 @@ print(attempt(lambda: stream.connect(os.path.join(directory, "socket"))),
 """
 
 
-def test_another_user_cannot_reach_the_watchdogs_sockets(running_session):
+def test_another_user_cannot_reach_the_watchdogs_sockets(running_session: str) -> None:
     user = nobody()
     result = subprocess.run(
         [sys.executable, "-c", AS_NOBODY, running_session, str(user.pw_uid), str(user.pw_gid)],
@@ -814,7 +841,7 @@ def stress_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StressRun]:
         assert session.wait(300) == pytest.ExitCode.TESTS_FAILED, session.output
         yield StressRun(
             session.output,
-            {c.get("name"): c for c in ET.parse(path / "j.xml").iter("testcase")},
+            {c.get("name", ""): c for c in ET.parse(path / "j.xml").iter("testcase")},
             json.loads((path / "expiry.json").read_text()),
             {f"test_many[{i}]" for indices in HANG_KINDS.values() for i in indices},
         )
@@ -823,7 +850,9 @@ def stress_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StressRun]:
 
 
 @pytest.mark.slow
-def test_stress_every_hang_fails_as_expired_and_every_other_test_passes(stress_run):
+def test_stress_every_hang_fails_as_expired_and_every_other_test_passes(
+    stress_run: StressRun,
+) -> None:
     hangs = stress_run.hangs
     assert outcome_counts(stress_run.output) == {
         "failed": len(hangs), "passed": STRESS_COUNT - len(hangs)
@@ -840,7 +869,7 @@ def test_stress_every_hang_fails_as_expired_and_every_other_test_passes(stress_r
 
 
 @pytest.mark.slow
-def test_stress_the_json_report_has_one_expiry_record_per_hang(stress_run):
+def test_stress_the_json_report_has_one_expiry_record_per_hang(stress_run: StressRun) -> None:
     records = [e for e in stress_run.report["events"] if e["event"] in ("expired", "hard_killed")]
     assert sorted(e["nodeid"].split("::")[-1] for e in records) == sorted(stress_run.hangs)
     assert stress_run.report["expired"] == len(stress_run.hangs)
@@ -849,7 +878,7 @@ def test_stress_the_json_report_has_one_expiry_record_per_hang(stress_run):
 
 
 @pytest.mark.slow
-def test_stress_no_expiry_ever_signals_the_xdist_controller(stress_run):
+def test_stress_no_expiry_ever_signals_the_xdist_controller(stress_run: StressRun) -> None:
     """Every process an expiry signalled is the test process or one of its descendants;
     the controller (the test process's parent) never is, not even for a hard kill."""
     for record in stress_run.report["events"]:
@@ -918,8 +947,8 @@ USES_SIGUSR1 = """
 
 @pytest.mark.parametrize("source", [USES_SIGALRM, USES_SIGUSR1], ids=["SIGALRM", "SIGUSR1"])
 def test_a_tests_own_signal_handler_works_and_expiry_still_works_after_it(
-    pytester, run_pytest, source
-):
+    pytester: pytest.Pytester, run_pytest: RunPytest, source: str
+) -> None:
     pytester.makepyfile(source)
     run = run_pytest("--expiry=5")
     run.result.assert_outcomes(passed=1, failed=1)
@@ -951,8 +980,8 @@ CUSTOM_SIGNALS = """
     ids=["names", "numbers"],
 )
 def test_pytest_expiry_signals_moves_the_plugins_signals_and_expiry_still_works(
-    pytester, run_pytest, monkeypatch, value
-):
+    pytester: pytest.Pytester, run_pytest: RunPytest, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
     """Stacks on SIGUSR2 (of the test process and, through the start-up hook, of its Python
     child), the interrupt on SIGUSR1."""
     monkeypatch.setenv("PYTEST_EXPIRY_SIGNALS", value)
@@ -967,8 +996,8 @@ def test_pytest_expiry_signals_moves_the_plugins_signals_and_expiry_still_works(
 
 @pytest.mark.parametrize("value", ["SIGKILL,SIGUSR1", "nonsense", "SIGUSR1,SIGUSR1", "SIGUSR1"])
 def test_a_bad_pytest_expiry_signals_is_a_usage_error_naming_the_variable(
-    pytester, run_pytest, monkeypatch, value
-):
+    pytester: pytest.Pytester, run_pytest: RunPytest, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
     monkeypatch.setenv("PYTEST_EXPIRY_SIGNALS", value)
     pytester.makepyfile("def test_ok(): pass")
     run = run_pytest("--expiry=1", junit=False)

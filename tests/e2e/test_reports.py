@@ -9,8 +9,13 @@ from __future__ import annotations
 import json
 import re
 import sys
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.helpers import RunPytest
 
 PHASES = """
     import time
@@ -58,7 +63,9 @@ RECORD_KEYS = {"nodeid", "phase", "deadline", "elapsed", "pids", "signals", "sta
 ELAPSED = r"(\d+\.\d\d)"
 
 
-def assert_expiry_record(record, nodeid, phase, deadline, hung_in=None):
+def assert_expiry_record(
+    record: dict[str, Any], nodeid: str, phase: str, deadline: float, hung_in: str | None = None
+) -> None:
     """One JSON record of an expiry: every documented key, and the test process's stack
     showing ``hung_in`` (by default the test function)."""
     assert set(record) >= RECORD_KEYS
@@ -69,27 +76,29 @@ def assert_expiry_record(record, nodeid, phase, deadline, hung_in=None):
     assert deadline <= record["elapsed"] < deadline + 5
     assert record["pids"], record
     test_process = str(record["pids"][0])
-    assert f"in {hung_in or nodeid.split('::')[-1]}" in record["stacks"][test_process]
+    assert f"in {hung_in or nodeid.rsplit('::', maxsplit=1)[-1]}" in record["stacks"][test_process]
 
 
-def assert_junit_expiry_failure(case, name):
+def assert_junit_expiry_failure(case: ET.Element, name: str) -> None:
     """A call-phase expiry in JUnit: a <failure> saying "expired", with the stacks."""
     assert case.find("error") is None
     failure = case.find("failure")
-    assert failure is not None
+    assert failure is not None and failure.text is not None
     assert "Expired: still running in call after " in failure.get("message", "")
     assert "--- stacks of pid" in failure.text
     assert f"in {name}" in failure.text
 
 
-def expiry_property(case):
+def expiry_property(case: ET.Element) -> list[str | None]:
     return [p.get("value") for p in case.iter("property") if p.get("name") == "expiry"]
 
 
 # --- the terminal summary ---------------------------------------------------------------
 
 
-def test_the_summary_lists_every_expired_test_with_its_phase_and_elapsed_time(pytester, run_pytest):
+def test_the_summary_lists_every_expired_test_with_its_phase_and_elapsed_time(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(test_phases=PHASES)
     run = run_pytest("--expiry=0.3")
     run.result.assert_outcomes(failed=1, passed=2, errors=2)
@@ -111,7 +120,9 @@ def test_the_summary_lists_every_expired_test_with_its_phase_and_elapsed_time(py
     )
 
 
-def test_the_failure_points_at_the_line_where_the_test_hangs(pytester, run_pytest):
+def test_the_failure_points_at_the_line_where_the_test_hangs(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """The traceback ends in the test, not in the plugin's signal handler."""
     pytester.makepyfile(test_phases=PHASES)
     run = run_pytest("--expiry=0.3", "test_phases.py::test_hangs_in_call")
@@ -127,8 +138,8 @@ def test_the_failure_points_at_the_line_where_the_test_hangs(pytester, run_pytes
 
 
 def test_the_short_summary_line_states_the_cause_without_repeating_the_test_id(
-    pytester, run_pytest, monkeypatch
-):
+    pytester: pytest.Pytester, run_pytest: RunPytest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("COLUMNS", "200")  # pytest cuts summary lines at the terminal's width
     pytester.makepyfile(test_phases=PHASES)
     run = run_pytest("--expiry=0.3", "-rfE", "-k", "call or setup")
@@ -145,18 +156,22 @@ def test_the_short_summary_line_states_the_cause_without_repeating_the_test_id(
 # --- JUnit ------------------------------------------------------------------------------
 
 
-def test_junit_records_an_expiry_in_the_call_as_a_failure_with_the_stacks(pytester, run_pytest):
+def test_junit_records_an_expiry_in_the_call_as_a_failure_with_the_stacks(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(test_phases=PHASES)
     run = run_pytest("--expiry=0.3", "test_phases.py::test_hangs_in_call")
     assert_junit_expiry_failure(run.testcase("test_hangs_in_call"), "test_hangs_in_call")
 
 
-def test_junit_records_an_expiry_in_fixture_setup_or_teardown_as_an_error(pytester, run_pytest):
+def test_junit_records_an_expiry_in_fixture_setup_or_teardown_as_an_error(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(test_phases=PHASES)
     run = run_pytest("--expiry=0.3", "-k", "setup or teardown")
     for phase in ("setup", "teardown"):
         error = run.testcase(f"test_hangs_in_{phase}").find("error")
-        assert error is not None
+        assert error is not None and error.text is not None
         assert "still running in " + phase in error.get("message", "")
         assert "--- stacks of pid" in error.text
 
@@ -169,17 +184,22 @@ def test_junit_records_an_expiry_in_fixture_setup_or_teardown_as_an_error(pytest
         "teardown",
     ],
 )
-def test_junit_has_an_expiry_property_for_an_expired_test(pytester, run_pytest, phase):
+def test_junit_has_an_expiry_property_for_an_expired_test(
+    pytester: pytest.Pytester, run_pytest: RunPytest, phase: str
+) -> None:
     pytester.makepyfile(test_phases=PHASES)
     run = run_pytest("--expiry=0.3", f"test_phases.py::test_hangs_in_{phase}")
     [value] = expiry_property(run.testcase(f"test_hangs_in_{phase}"))
+    assert value is not None
     assert re.fullmatch(rf"expired in {phase} after {ELAPSED} s", value)
 
 
 # --- the JSON report --------------------------------------------------------------------
 
 
-def test_the_json_report_has_one_record_per_expiry_and_per_slow_test(pytester, run_pytest):
+def test_the_json_report_has_one_record_per_expiry_and_per_slow_test(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(test_events=SLOW_AND_HUNG)
     run = run_pytest("--expiry-slow=0.3", "--expiry-report=out/report.json")
     run.result.assert_outcomes(failed=1, passed=2)
@@ -199,7 +219,9 @@ def test_the_json_report_has_one_record_per_expiry_and_per_slow_test(pytester, r
 
 
 @pytest.mark.parametrize("how", ["--expiry-report", "ini expiry_report"])
-def test_the_json_report_is_written_when_nothing_expired(pytester, run_pytest, how):
+def test_the_json_report_is_written_when_nothing_expired(
+    pytester: pytest.Pytester, run_pytest: RunPytest, how: str
+) -> None:
     pytester.makepyfile("def test_passes(): pass\n")
     if how == "--expiry-report":
         run = run_pytest("--expiry=5", "--expiry-report=report.json")
@@ -213,7 +235,9 @@ def test_the_json_report_is_written_when_nothing_expired(pytester, run_pytest, h
 
 
 @pytest.mark.parametrize("where", ["blocker/report.json", "/", "."])
-def test_an_unwritable_json_report_path_is_a_usage_error_at_start(pytester, run_pytest, where):
+def test_an_unwritable_json_report_path_is_a_usage_error_at_start(
+    pytester: pytest.Pytester, run_pytest: RunPytest, where: str
+) -> None:
     """Found before any test runs, not at the end of a long session."""
     pytester.makepyfile("import time\n\ndef test_it():\n    time.sleep(30)\n")
     (pytester.path / "blocker").write_text("a regular file, not a directory\n")
@@ -228,7 +252,9 @@ def test_an_unwritable_json_report_path_is_a_usage_error_at_start(pytester, run_
 # --- under xdist ------------------------------------------------------------------------
 
 
-def test_under_xdist_the_json_report_and_junit_have_the_same_content(pytester, run_pytest):
+def test_under_xdist_the_json_report_and_junit_have_the_same_content(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(
         test_two="""
         import time
@@ -256,7 +282,9 @@ def test_under_xdist_the_json_report_and_junit_have_the_same_content(pytester, r
 # --- the pytest_expiry_expired hook -----------------------------------------------------
 
 
-def test_the_expired_hook_is_called_once_per_expired_test_with_its_record(pytester, run_pytest):
+def test_the_expired_hook_is_called_once_per_expired_test_with_its_record(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makeconftest(
         """
         import json
@@ -281,7 +309,7 @@ def test_the_expired_hook_is_called_once_per_expired_test_with_its_record(pytest
 # --- debuggers --------------------------------------------------------------------------
 
 
-def debug_for_a_second(pytester):
+def debug_for_a_second(pytester: pytest.Pytester) -> pytest.RunResult:
     """A test with a 0.5 s deadline that enters pdb, where the user spends 1 s (a command
     sleeps) before continuing. Without the paused clock, it expires in pdb and fails.
 
@@ -305,7 +333,9 @@ def debug_for_a_second(pytester):
     return result
 
 
-def test_time_spent_in_pdb_does_not_count_against_the_deadline(pytester, run_pytest):
+def test_time_spent_in_pdb_does_not_count_against_the_deadline(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     result = debug_for_a_second(pytester)
     result.assert_outcomes(passed=1)
     output = result.stdout.str() + result.stderr.str()
@@ -313,7 +343,9 @@ def test_time_spent_in_pdb_does_not_count_against_the_deadline(pytester, run_pyt
     assert "expired" not in output
 
 
-def test_time_spent_in_pdb_does_not_make_a_test_slow(pytester, run_pytest):
+def test_time_spent_in_pdb_does_not_make_a_test_slow(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     result = debug_for_a_second(pytester)
     result.assert_outcomes(passed=1)
     assert "SLOW" not in result.stdout.str()

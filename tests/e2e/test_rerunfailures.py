@@ -13,9 +13,12 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.helpers import Run, RunPytest
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("pytest_rerunfailures") is None,
@@ -75,12 +78,13 @@ def events(path: Path) -> list[dict[str, Any]]:
     return [e for e in document["events"] if e["event"] in ("expired", "hard_killed")]
 
 
-def outcomes(run: Any) -> dict[str, int]:
+def outcomes(run: Run) -> dict[str, int]:
     parsed: dict[str, int] = run.result.parseoutcomes()
     return {("rerun" if name == "reruns" else name): n for name, n in parsed.items()}
 
 
-def properties(run: Any, name: str) -> list[str]:
+def properties(run: Run, name: str) -> list[str]:
+    assert run.junit is not None
     return [
         prop.get("value", "")
         for case in run.junit.iter("testcase")
@@ -91,17 +95,17 @@ def properties(run: Any, name: str) -> list[str]:
 
 
 @pytest.fixture
-def hangs_once(pytester: pytest.Pytester, run_pytest: Any) -> Any:
+def hangs_once(pytester: pytest.Pytester, run_pytest: RunPytest) -> Run:
     pytester.makepyfile(test_reruns=HANGS_ONCE)
     return run_pytest("--reruns=1", "--expiry=1", "--expiry-report=report.json")
 
 
-def test_a_test_that_hangs_once_passes_on_its_rerun(hangs_once: Any) -> None:
+def test_a_test_that_hangs_once_passes_on_its_rerun(hangs_once: Run) -> None:
     assert outcomes(hangs_once) == dict(passed=2, failed=1, rerun=3), hangs_once.output
     assert "swallowed" not in hangs_once.output
 
 
-def test_a_failure_that_takes_most_of_the_deadline_is_rerun_not_expired(hangs_once: Any) -> None:
+def test_a_failure_that_takes_most_of_the_deadline_is_rerun_not_expired(hangs_once: Run) -> None:
     """Two attempts of 0.6 s against a 1 s deadline: each attempt has a deadline of its own."""
     output = hangs_once.output
     assert "AssertionError: a plain failure" in output
@@ -109,7 +113,7 @@ def test_a_failure_that_takes_most_of_the_deadline_is_rerun_not_expired(hangs_on
     assert "EXPIRED test_reruns.py::test_fails_slowly" not in output
 
 
-def test_the_expired_attempt_keeps_its_account(hangs_once: Any, pytester: pytest.Pytester) -> None:
+def test_the_expired_attempt_keeps_its_account(hangs_once: Run, pytester: pytest.Pytester) -> None:
     hangs_once.result.stdout.fnmatch_lines(
         [
             "EXPIRED test_reruns.py::test_hangs_then_passes in call after 1.* s "
@@ -127,7 +131,7 @@ def test_the_expired_attempt_keeps_its_account(hangs_once: Any, pytester: pytest
     assert all(e["stacks"] or e["processes"] for e in recorded), recorded
 
 
-def test_junit_names_the_attempt_that_expired(hangs_once: Any) -> None:
+def test_junit_names_the_attempt_that_expired(hangs_once: Run) -> None:
     """The rerun attempt's testcase carries the expiry; the final one says it was attempt 1."""
     values = properties(hangs_once, "test_hangs_then_passes")
     assert values[0].startswith("expired in call after 1."), values
@@ -135,7 +139,7 @@ def test_junit_names_the_attempt_that_expired(hangs_once: Any) -> None:
 
 
 def test_every_attempt_has_a_deadline_of_its_own(
-    pytester: pytest.Pytester, run_pytest: Any
+    pytester: pytest.Pytester, run_pytest: RunPytest
 ) -> None:
     """Three hung attempts: each expires at about the deadline, none inherits a spent one."""
     pytester.makepyfile(test_always="import time\n\ndef test_always_hangs():\n    time.sleep(30)\n")
@@ -154,7 +158,7 @@ needs_xdist = pytest.mark.skipif(
 
 @needs_xdist
 def test_under_xdist_a_hard_killed_test_is_rerun_on_the_new_worker(
-    pytester: pytest.Pytester, run_pytest: Any
+    pytester: pytest.Pytester, run_pytest: RunPytest
 ) -> None:
     pytester.makepyfile(test_swallows=SWALLOWS_ONCE)
     run = run_pytest(
@@ -170,7 +174,7 @@ def test_under_xdist_a_hard_killed_test_is_rerun_on_the_new_worker(
 
 @needs_xdist
 def test_under_xdist_without_reruns_a_hard_killed_test_is_not_run_again(
-    pytester: pytest.Pytester, run_pytest: Any
+    pytester: pytest.Pytester, run_pytest: RunPytest
 ) -> None:
     pytester.makepyfile(test_swallows=SWALLOWS_ONCE)
     run = run_pytest("-n", "1", "--expiry=0.5", "--expiry-grace=0.3")

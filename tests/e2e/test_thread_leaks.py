@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.helpers import Run, RunPytest
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -52,7 +56,7 @@ THREADS = """
 """
 
 
-def leaked_threads(path: Any) -> dict[str, list[str]]:
+def leaked_threads(path: Path) -> dict[str, list[str]]:
     events = json.loads(path.read_text())["events"]
     return {
         e["nodeid"].rpartition("::")[2]: [t["name"] for t in e["threads"]]
@@ -62,13 +66,13 @@ def leaked_threads(path: Any) -> dict[str, list[str]]:
 
 
 @pytest.fixture
-def warned(pytester: pytest.Pytester, run_pytest: Any) -> Any:
+def warned(pytester: pytest.Pytester, run_pytest: RunPytest) -> Run:
     pytester.makepyfile(test_threads=THREADS)
     return run_pytest("--expiry-leaks=warn", "--expiry-report=report.json", "-p", "no:randomly")
 
 
 def test_a_busy_thread_or_job_left_by_a_test_is_reported_and_nothing_else(
-    warned: Any, pytester: pytest.Pytester
+    warned: Run, pytester: pytest.Pytester
 ) -> None:
     warned.result.assert_outcomes(passed=5)
     assert leaked_threads(pytester.path / "report.json") == {
@@ -85,7 +89,7 @@ def test_a_busy_thread_or_job_left_by_a_test_is_reported_and_nothing_else(
 
 
 def test_without_the_plugin_the_same_suite_has_the_same_outcomes(
-    warned: Any, run_pytest: Any
+    warned: Run, run_pytest: RunPytest
 ) -> None:
     """Reporting a thread changes nothing a test observes: the differential run."""
     bare = run_pytest("-p", "no:expiry", "-p", "no:randomly")
@@ -94,7 +98,7 @@ def test_without_the_plugin_the_same_suite_has_the_same_outcomes(
 
 
 def test_the_report_of_a_leaked_thread_has_its_stack_and_a_junit_property(
-    warned: Any, pytester: pytest.Pytester
+    warned: Run, pytester: pytest.Pytester
 ) -> None:
     case = warned.testcase("test_leaves_a_thread")
     properties = {p.get("name"): p.get("value") for p in case.iter("property")}
@@ -107,7 +111,7 @@ def test_the_report_of_a_leaked_thread_has_its_stack_and_a_junit_property(
 
 
 def test_the_section_of_a_passing_test_shows_the_threads_stack(
-    pytester: pytest.Pytester, run_pytest: Any
+    pytester: pytest.Pytester, run_pytest: RunPytest
 ) -> None:
     pytester.makepyfile(test_threads=THREADS)
     run = run_pytest("--expiry-leaks=warn", "-rP", "-p", "no:randomly", "-k", "leaves_a_thread")
@@ -122,7 +126,7 @@ def test_the_section_of_a_passing_test_shows_the_threads_stack(
 
 
 def test_in_fail_mode_a_test_that_leaves_a_thread_errors(
-    pytester: pytest.Pytester, run_pytest: Any
+    pytester: pytest.Pytester, run_pytest: RunPytest
 ) -> None:
     pytester.makepyfile(test_threads=THREADS)
     run = run_pytest("--expiry-leaks=fail", "-p", "no:randomly")
@@ -144,7 +148,7 @@ HUNG_EXIT = """
 
 
 def test_a_hung_exit_names_the_test_that_left_the_thread(
-    pytester: pytest.Pytester, run_pytest: Any
+    pytester: pytest.Pytester, run_pytest: RunPytest
 ) -> None:
     pytester.makepyfile(test_exit=HUNG_EXIT)
     run = run_pytest("--expiry-exit=1", "--expiry-leaks=warn", timeout=60)
@@ -157,7 +161,7 @@ def test_a_hung_exit_names_the_test_that_left_the_thread(
 
 
 def test_under_xdist_the_controller_names_the_thread_that_holds_a_workers_exit(
-    pytester: pytest.Pytester, run_pytest: Any
+    pytester: pytest.Pytester, run_pytest: RunPytest
 ) -> None:
     """The worker's exit is bounded too (xdist alone waits 10 s, silently), and the
     controller says which thread held it, with its stack and the test that left it."""
@@ -198,7 +202,7 @@ RELEASED_LATER = """
 
 
 def test_under_xdist_a_left_thread_that_ended_before_the_session_did_blocks_no_exit(
-    pytester: pytest.Pytester, run_pytest: Any
+    pytester: pytest.Pytester, run_pytest: RunPytest
 ) -> None:
     pytester.makepyfile(test_threads=RELEASED_LATER)
     run = run_pytest("-n", "1", "--expiry-leaks=warn", "--expiry-report=report.json")

@@ -13,10 +13,14 @@ in a fixture that its deadline does not cover.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_expiry.timeout_compat import compat_possible
+
+if TYPE_CHECKING:
+    from tests.helpers import Run, RunPytest
 
 spellings_only = pytest.mark.skipif(
     not compat_possible(), reason="pytest-timeout is installed: the spellings are its own"
@@ -50,14 +54,14 @@ def test_with_slow_fixture(slow_fixture):
 """
 
 
-def expired(run, name="test_hangs"):
+def expired(run: Run, name: str = "test_hangs") -> Run:
     run.result.assert_outcomes(failed=1)
     assert f"{name} expired in call after " in run.output
     assert "pytest_expiry.Expired: still running in call after " in run.output
     return run
 
 
-def header_lines(run):
+def header_lines(run: Run) -> list[str]:
     return [line for line in run.result.stdout.lines if line.startswith("expiry: ")]
 
 
@@ -75,8 +79,8 @@ def header_lines(run):
     ids=["dashes", "underscore", "ini"],
 )
 def test_a_timeout_method_is_accepted_and_explained_once_in_the_header(
-    pytester, run_pytest, arguments, ini, where
-):
+    pytester: pytest.Pytester, run_pytest: RunPytest, arguments: list[str], ini: str, where: str
+) -> None:
     pytester.makeini(f"[pytest]\n{ini}\n")
     pytester.makepyfile(HANGS.format(decorator=""))
     run = expired(run_pytest("--timeout=0.3", *arguments))
@@ -88,14 +92,18 @@ def test_a_timeout_method_is_accepted_and_explained_once_in_the_header(
 
 
 @spellings_only
-def test_without_a_method_the_header_says_nothing_of_one(pytester, run_pytest):
+def test_without_a_method_the_header_says_nothing_of_one(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(HANGS.format(decorator=""))
     run = expired(run_pytest("--timeout=0.3"))
     assert not [line for line in header_lines(run) if "method" in line]
 
 
 @spellings_only
-def test_an_unknown_timeout_method_is_a_usage_error_naming_it(pytester, run_pytest):
+def test_an_unknown_timeout_method_is_a_usage_error_naming_it(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(HANGS.format(decorator=""))
     run = run_pytest("--timeout-method=fork", junit=False)
     assert run.result.ret == pytest.ExitCode.USAGE_ERROR
@@ -121,7 +129,9 @@ def test_an_unknown_timeout_method_is_a_usage_error_naming_it(pytester, run_pyte
         "@pytest.mark.timeout(0.3, func_only=False)",
     ],
 )
-def test_every_form_of_the_timeout_marker_sets_the_deadline(pytester, run_pytest, decorator):
+def test_every_form_of_the_timeout_marker_sets_the_deadline(
+    pytester: pytest.Pytester, run_pytest: RunPytest, decorator: str
+) -> None:
     pytester.makepyfile(HANGS.format(decorator=decorator))
     expired(run_pytest())
 
@@ -130,14 +140,18 @@ def test_every_form_of_the_timeout_marker_sets_the_deadline(pytester, run_pytest
 @pytest.mark.parametrize(
     "decorator", ["@pytest.mark.timeout(None)", '@pytest.mark.timeout(method="thread")']
 )
-def test_a_timeout_marker_without_a_deadline_keeps_the_default_one(pytester, run_pytest, decorator):
+def test_a_timeout_marker_without_a_deadline_keeps_the_default_one(
+    pytester: pytest.Pytester, run_pytest: RunPytest, decorator: str
+) -> None:
     """As in pytest-timeout: the marker sets only what it names."""
     pytester.makepyfile(HANGS.format(decorator=decorator))
     expired(run_pytest("--timeout=0.3"))
 
 
 @spellings_only
-def test_the_markers_func_only_alone_keeps_the_default_deadline_for_the_call(pytester, run_pytest):
+def test_the_markers_func_only_alone_keeps_the_default_deadline_for_the_call(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(SLOW_FIXTURE.format(decorator="@pytest.mark.timeout(func_only=True)"))
     run_pytest("--timeout=0.3").result.assert_outcomes(passed=1)
 
@@ -155,8 +169,8 @@ def test_the_markers_func_only_alone_keeps_the_default_deadline_for_the_call(pyt
     ],
 )
 def test_a_timeout_marker_pytest_timeout_rejects_is_a_usage_error(
-    pytester, run_pytest, decorator, problem
-):
+    pytester: pytest.Pytester, run_pytest: RunPytest, decorator: str, problem: str
+) -> None:
     pytester.makepyfile(HANGS.format(decorator=f"@pytest.mark.{decorator}"))
     run = run_pytest(junit=False)
     assert run.result.ret == pytest.ExitCode.USAGE_ERROR, run.output
@@ -168,7 +182,9 @@ def test_a_timeout_marker_pytest_timeout_rejects_is_a_usage_error(
 
 
 @spellings_only
-def test_ini_timeout_func_only_leaves_the_fixtures_out(pytester, run_pytest):
+def test_ini_timeout_func_only_leaves_the_fixtures_out(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makeini("[pytest]\ntimeout = 0.3\ntimeout_func_only = true\n")
     pytester.makepyfile(SLOW_FIXTURE.format(decorator=""))
     run_pytest().result.assert_outcomes(passed=1)
@@ -182,7 +198,9 @@ def test_ini_timeout_func_only_leaves_the_fixtures_out(pytester, run_pytest):
     [(["--session-timeout=1.5"], ""), ([], "session_timeout = 1.5")],
     ids=["option", "ini"],
 )
-def test_session_timeout_is_the_session_budget(pytester, run_pytest, arguments, ini):
+def test_session_timeout_is_the_session_budget(
+    pytester: pytest.Pytester, run_pytest: RunPytest, arguments: list[str], ini: str
+) -> None:
     pytester.makeini(f"[pytest]\n{ini}\n")
     pytester.makepyfile(
         """
@@ -210,7 +228,9 @@ def test_session_timeout_is_the_session_budget(pytester, run_pytest, arguments, 
     ],
     ids=["option", "ini"],
 )
-def test_without_debugger_detection_a_test_in_pdb_expires(pytester, run_pytest, arguments, ini):
+def test_without_debugger_detection_a_test_in_pdb_expires(
+    pytester: pytest.Pytester, run_pytest: RunPytest, arguments: list[str], ini: str
+) -> None:
     """The default pauses the clock in pdb (tests/e2e/test_reports.py); pytest-timeout's
     switch turns that off, so the second spent in pdb passes the 0.5 s deadline."""
     pytester.makeini(f"[pytest]\n{ini}\n")
@@ -238,7 +258,9 @@ def test_without_debugger_detection_a_test_in_pdb_expires(pytester, run_pytest, 
 
 
 @with_pytest_timeout
-def test_with_both_plugins_enforcing_the_header_warns_once_with_what_to_do(pytester, run_pytest):
+def test_with_both_plugins_enforcing_the_header_warns_once_with_what_to_do(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile("def test_quick():\n    pass\n")
     run = run_pytest("--expiry=5", "--timeout=5")
     run.result.assert_outcomes(passed=1)
@@ -252,7 +274,9 @@ def test_with_both_plugins_enforcing_the_header_warns_once_with_what_to_do(pytes
     "arguments",
     [["--expiry=5"], ["--timeout=5"], ["--expiry=5", "--timeout=5", "-p", "no:timeout"]],
 )
-def test_with_one_of_them_enforcing_the_header_does_not_warn(pytester, run_pytest, arguments):
+def test_with_one_of_them_enforcing_the_header_does_not_warn(
+    pytester: pytest.Pytester, run_pytest: RunPytest, arguments: list[str]
+) -> None:
     pytester.makepyfile("def test_quick():\n    pass\n")
     run = run_pytest(*arguments)
     run.result.assert_outcomes(passed=1)
@@ -260,7 +284,9 @@ def test_with_one_of_them_enforcing_the_header_does_not_warn(pytester, run_pytes
 
 
 @with_pytest_timeout
-def test_with_pytest_timeout_disabled_its_spellings_are_honoured(pytester, run_pytest):
+def test_with_pytest_timeout_disabled_its_spellings_are_honoured(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """``-p no:timeout``, as the header's warning advises: its settings then count here."""
     pytester.makeini("[pytest]\ntimeout = 0.3\ntimeout_method = thread\n")
     pytester.makepyfile(HANGS.format(decorator=""))
@@ -269,7 +295,9 @@ def test_with_pytest_timeout_disabled_its_spellings_are_honoured(pytester, run_p
 
 
 @with_pytest_timeout
-def test_with_pytest_timeout_installed_its_marker_is_its_own(pytester, run_pytest):
+def test_with_pytest_timeout_installed_its_marker_is_its_own(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """pytest-timeout's marker is then pytest-timeout's: pytest-expiry's deadline is the
     option's, and pytest-timeout's fires first (its own report, not an expiry)."""
     pytester.makepyfile(HANGS.format(decorator="@pytest.mark.timeout(0.5)"))

@@ -11,19 +11,24 @@ from __future__ import annotations
 import datetime
 import json
 import re
+from typing import Any
+
+import pytest
 
 try:
-    from tests.helpers import needs
+    from tests.helpers import Run, RunPytest, needs
 except ImportError:  # run by a pytest whose sys.path lacks the repository root
-    from helpers import needs  # type: ignore[no-redef,import-not-found]
+    from helpers import Run, RunPytest, needs  # type: ignore[no-redef,import-not-found]
 
 
-def expiry_events(pytester, name="report.json"):
+def expiry_events(
+    pytester: pytest.Pytester, name: str = "report.json"
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     document = json.loads((pytester.path / name).read_text())
     return [event for event in document["events"] if event["event"] == "expired"], document
 
 
-def failure_text(run, name):
+def failure_text(run: Run, name: str) -> str:
     failure = run.testcase(name).find("failure")
     assert failure is not None, run.output
     return failure.text or ""
@@ -49,7 +54,9 @@ async def test_one_task_of_a_gather_hangs():
 
 
 @needs("pytest_asyncio")
-def test_an_asyncio_gather_fails_at_its_await_and_lists_the_pending_tasks(pytester, run_pytest):
+def test_an_asyncio_gather_fails_at_its_await_and_lists_the_pending_tasks(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(test_gather=GATHER)
     run = run_pytest(
         "--expiry=0.5",
@@ -94,7 +101,9 @@ def test_a_nursery_child_hangs():
 
 
 @needs("trio")
-def test_a_trio_nursery_expires_as_an_expiry_and_lists_its_tasks(pytester, run_pytest):
+def test_a_trio_nursery_expires_as_an_expiry_and_lists_its_tasks(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """The Expired arrives wrapped in the nursery's exception group: still an expiry, never
     "the test swallowed the Expired exception"."""
     pytester.makepyfile(test_nursery=TRIO_NURSERY)
@@ -133,7 +142,9 @@ async def test_a_task_group_child_hangs():
 
 @needs("anyio")
 @needs("trio")
-def test_an_anyio_task_group_expires_on_both_backends_with_its_tasks(pytester, run_pytest):
+def test_an_anyio_task_group_expires_on_both_backends_with_its_tasks(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(test_group=ANYIO_GROUP)
     run = run_pytest("--expiry=0.5", "--expiry-report=report.json", "-p", "anyio")
     run.result.assert_outcomes(failed=2)
@@ -171,7 +182,9 @@ def test_starts_one_of_each_and_hangs():
 """
 
 
-def test_each_process_of_an_expiry_is_labelled_by_what_started_it(pytester, run_pytest):
+def test_each_process_of_an_expiry_is_labelled_by_what_started_it(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(test_children=CHILDREN)
     run = run_pytest("--expiry=8", "--expiry-grace=0.3", "--expiry-report=report.json")
     run.result.assert_outcomes(failed=1)
@@ -191,7 +204,9 @@ def test_each_process_of_an_expiry_is_labelled_by_what_started_it(pytester, run_
     assert "(multiprocessing child (spawn)), most recent call first" in text
 
 
-def test_under_xdist_the_test_process_is_labelled_by_its_worker(pytester, run_pytest):
+def test_under_xdist_the_test_process_is_labelled_by_its_worker(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile("import time\ndef test_hangs():\n    time.sleep(3600)\n")
     run = run_pytest("-n", "1", "--expiry=0.5", "--expiry-report=report.json")
     run.result.assert_outcomes(failed=1)
@@ -201,7 +216,9 @@ def test_under_xdist_the_test_process_is_labelled_by_its_worker(pytester, run_py
     assert "--- stacks of pid" in run.output and "(xdist worker gw0), most recent" in run.output
 
 
-def test_a_hard_killed_xdist_worker_is_labelled_too(pytester, run_pytest):
+def test_a_hard_killed_xdist_worker_is_labelled_too(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile("def test_holds_the_gil():\n    sum(range(10**15))\n")
     run = run_pytest("-n", "1", "--expiry=0.5", "--expiry-grace=0.3", "--expiry-report=report.json")
     assert "HARD-KILLED" in run.output, run.output
@@ -234,7 +251,9 @@ def test_leaves_a_child():
 """
 
 
-def test_each_json_event_says_when_it_happened_and_where_it_hung(pytester, run_pytest):
+def test_each_json_event_says_when_it_happened_and_where_it_hung(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(test_mixed=SLOW_AND_HUNG)
     before = datetime.datetime.now(datetime.timezone.utc)
     run = run_pytest(

@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 
 try:
-    from tests.helpers import needs
+    from tests.helpers import Run, RunPytest, needs
 except ImportError:  # run by a pytest whose sys.path lacks the repository root
-    from helpers import needs  # type: ignore[no-redef,import-not-found]
+    from helpers import Run, RunPytest, needs  # type: ignore[no-redef,import-not-found]
 
 
-def expiry_message(run, name):
+def expiry_message(run: Run, name: str) -> str:
     failure = run.testcase(name).find("failure")
     assert failure is not None, run.output
     return failure.get("message", "")
@@ -43,7 +43,9 @@ def passes():
 
 
 @pytest.mark.parametrize("extra", [[], ["--doctest-continue-on-failure"]], ids=["", "continue"])
-def test_a_hung_doctest_fails_at_the_example_that_hung(pytester, run_pytest, extra):
+def test_a_hung_doctest_fails_at_the_example_that_hung(
+    pytester: pytest.Pytester, run_pytest: RunPytest, extra: list[str]
+) -> None:
     pytester.makepyfile(mod=HUNG_DOCTEST)
     run = run_pytest("--doctest-modules", "--expiry=0.5", *extra)
     run.result.assert_outcomes(failed=1, passed=1)
@@ -62,7 +64,9 @@ def test_a_hung_doctest_fails_at_the_example_that_hung(pytester, run_pytest, ext
     assert "still running in call after" in expiry_message(run, "mod.hangs")
 
 
-def test_a_hung_doctest_in_a_text_file_fails_at_its_line(pytester, run_pytest):
+def test_a_hung_doctest_in_a_text_file_fails_at_its_line(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.maketxtfile(test_guide=">>> import time\n>>> time.sleep(30)\n")
     run = run_pytest("--expiry=0.5")
     run.result.assert_outcomes(failed=1)
@@ -74,7 +78,9 @@ def test_a_hung_doctest_in_a_text_file_fails_at_its_line(pytester, run_pytest):
 # --- unittest, -x, --lf -----------------------------------------------------------------
 
 
-def test_a_hung_unittest_test_case_expires_and_its_teardown_runs(pytester, run_pytest):
+def test_a_hung_unittest_test_case_expires_and_its_teardown_runs(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(
         """
         import pathlib
@@ -112,7 +118,9 @@ def test_passes():
 """
 
 
-def test_exitfirst_stops_after_the_first_expiry(pytester, run_pytest):
+def test_exitfirst_stops_after_the_first_expiry(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(TWO_HANGS)
     run = run_pytest("--expiry=0.5", "-x")
     run.result.assert_outcomes(failed=1)
@@ -120,7 +128,9 @@ def test_exitfirst_stops_after_the_first_expiry(pytester, run_pytest):
     assert "test_second_hang" not in run.output.split("short test summary")[0].split("FAILURES")[0]
 
 
-def test_last_failed_reruns_the_tests_that_expired(pytester, run_pytest):
+def test_last_failed_reruns_the_tests_that_expired(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """``run_pytest`` turns the cache off, so this runs ``pytester`` itself (``run_pytest``
     still tags the processes and proves that none is left)."""
     pytester.makepyfile(TWO_HANGS)
@@ -135,7 +145,9 @@ def test_last_failed_reruns_the_tests_that_expired(pytester, run_pytest):
 
 
 @needs("pytest_repeat")
-def test_each_repetition_of_pytest_repeat_has_its_own_deadline(pytester, run_pytest):
+def test_each_repetition_of_pytest_repeat_has_its_own_deadline(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """Three repetitions of 0.4 s under a 0.7 s deadline: together they exceed it, each
     alone does not; the second repetition hangs and expires alone."""
     pytester.makepyfile(
@@ -154,7 +166,9 @@ def test_each_repetition_of_pytest_repeat_has_its_own_deadline(pytester, run_pyt
 
 
 @needs("pytest_randomly")
-def test_under_pytest_randomly_a_hang_still_expires_and_the_others_pass(pytester, run_pytest):
+def test_under_pytest_randomly_a_hang_still_expires_and_the_others_pass(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(TWO_HANGS)
     for seed in ("1", "2"):
         run = run_pytest("--expiry=0.5", "-p", "randomly", f"--randomly-seed={seed}")
@@ -239,13 +253,15 @@ def test_next():
 """
 
 
-def assert_not_killed(run):
+def assert_not_killed(run: Run) -> None:
     assert run.result.ret == 1, run.output
     assert "HARD-KILLED" not in run.output and "Task was destroyed" not in run.output
 
 
 @needs("pytest_asyncio")
-def test_a_hung_asyncio_test_expires_and_its_async_fixture_is_torn_down(pytester, run_pytest):
+def test_a_hung_asyncio_test_expires_and_its_async_fixture_is_torn_down(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(ASYNCIO_TESTS)
     run = run_pytest("--expiry=0.5", "-o", "asyncio_default_fixture_loop_scope=function")
     run.result.assert_outcomes(failed=2, passed=1)
@@ -259,8 +275,8 @@ def test_a_hung_asyncio_test_expires_and_its_async_fixture_is_torn_down(pytester
 @needs("anyio")
 @needs("trio")
 def test_a_hung_anyio_test_expires_on_both_backends_and_the_session_carries_on(
-    pytester, run_pytest
-):
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     """On trio the expiry is raised in the test's task (the main thread waits in anyio's
     host loop): the run stays usable for the fixture's teardown and for the next test."""
     pytester.makepyfile(ANYIO_TESTS)
@@ -277,7 +293,9 @@ def test_a_hung_anyio_test_expires_on_both_backends_and_the_session_carries_on(
 
 
 @needs("trio")
-def test_a_hung_trio_run_in_a_sync_test_expires_and_the_next_test_passes(pytester, run_pytest):
+def test_a_hung_trio_run_in_a_sync_test_expires_and_the_next_test_passes(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
     pytester.makepyfile(TRIO_RUN_TESTS)
     run = run_pytest("--expiry=0.5")
     run.result.assert_outcomes(failed=1, passed=1)

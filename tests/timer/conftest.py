@@ -43,12 +43,12 @@ def _is_multiprocessing_helper(process: psutil.Process) -> bool:
     return any(marker in command for marker in _MULTIPROCESSING_HELPERS)
 
 
-def _descendants() -> dict[tuple[int, float], psutil.Process]:
+def _descendants() -> dict[tuple[int, float | None], psutil.Process]:
     """Every live descendant of this process except the multiprocessing helpers, keyed by
     (pid, create time) so that a recycled pid is not mistaken for a process seen before."""
     me = psutil.Process()
     helpers = {p.pid for p in me.children() if _is_multiprocessing_helper(p)}
-    found: dict[tuple[int, float], psutil.Process] = {}
+    found: dict[tuple[int, float | None], psutil.Process] = {}
     for process in me.children(recursive=True):
         if process.pid in helpers:
             continue

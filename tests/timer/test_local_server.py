@@ -172,6 +172,7 @@ def test_reap_kills_the_process_that_armed_the_timer(
 ) -> None:
     server = table_server()
     started = procs.start_time(stranger.pid)
+    assert started is not None
     server.register_timers([arm(stranger.pid, "a", 0.0, started)])
     assert server._reap_worker(stranger.pid) is True
     assert stranger.wait(WAIT) == -signal.SIGKILL
@@ -195,6 +196,7 @@ def test_reap_never_signals_a_process_that_merely_has_the_workers_pid(
     process: the timer is done with (True), and the other process is left alone."""
     server = table_server()
     started = procs.start_time(stranger.pid)
+    assert started is not None
     server.register_timers([arm(stranger.pid, "a", 0.0, started - 5.0)])
     assert server._reap_worker(stranger.pid) is True
     assert kills == []
@@ -226,7 +228,7 @@ def _server_threads(before: set[threading.Thread]) -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t not in before and t.is_alive()}
 
 
-def _children() -> set[tuple[int, float]]:
+def _children() -> set[tuple[int, float | None]]:
     found = set()
     for child in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
@@ -314,6 +316,7 @@ def test_timers_of_a_dead_worker_and_of_the_process_reusing_its_pid_are_kept_apa
     thread_queue: queue.Queue[TimerRequest] = queue.Queue()
     server = LocalTimerServer(thread_queue)
     pid, started = stranger.pid, procs.start_time(stranger.pid)
+    assert started is not None
     past, future = clock() - 1, clock() + 60
     dead_deadline, live_deadline = (
         (past, future) if expired == "the-dead-workers" else (future, past)

@@ -177,6 +177,7 @@ def test_a_timer_whose_pid_is_gone_or_names_another_process_never_signals(
     finished_started = procs.start_time(finished.pid)
     assert finished.wait(WAIT) == 0
     stranger_started = procs.start_time(stranger.pid)
+    assert stranger_started is not None
     deadline = clock() + 0.3
     mp_queue.put(TimerRequest(finished.pid, "gone", deadline, finished_started))
     mp_queue.put(TimerRequest(stranger.pid, "recycled", deadline, stranger_started - 5.0))

@@ -13,19 +13,25 @@ import importlib.util
 import os
 import pwd
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import psutil
 import pytest
+
+from pytest_expiry.timer.api import TimerRequest
 
 NO_EXTRAS = ("-p", "no:hypothesispytest", "-p", "no:randomly")
 """Plugins of this environment an inner session does without (``-p randomly`` asks for one
@@ -343,3 +349,56 @@ class InnerSessions:
         left = self.leftovers()
         if left:
             pytest.fail("processes left running:\n" + "\n".join(left))
+
+
+class WatchdogEnd:
+    """The watchdog's end of the channel, in this process, in a fresh private directory,
+    driven by hand: :meth:`poll` is one wake-up of its loop."""
+
+    def __init__(self, mode: int = 0o700) -> None:
+        from pytest_expiry.protocol.server import SocketRequestQueue  # noqa: PLC0415
+        from pytest_expiry.protocol.wire import bind_sockets  # noqa: PLC0415
+
+        self.directory = tempfile.mkdtemp(prefix="expiry-channel-")
+        os.chmod(self.directory, mode)
+        self._sockets = bind_sockets(self.directory)
+        self.socket_path = os.path.join(self.directory, "socket")
+        self.waker = self._sockets[1]
+        self.queue = SocketRequestQueue(*self._sockets)
+        self.errors: list[BaseException] = []
+
+    def connect(self) -> socket.socket:
+        """A raw peer on the watchdog's socket, speaking frames by hand."""
+        peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        peer.connect(self.socket_path)
+        return peer
+
+    def poll(self, timeout: float = 0.05) -> list[TimerRequest]:
+        return self.queue.get(1000, timeout)
+
+    def poll_until(self, wanted: int, seconds: float = 5.0) -> list[TimerRequest]:
+        got: list[TimerRequest] = []
+        end = time.monotonic() + seconds
+        while len(got) < wanted and time.monotonic() < end:
+            got += self.poll()
+        return got
+
+    def drain(
+        self, seconds: float, until: Callable[[list[TimerRequest]], bool] | None = None
+    ) -> list[TimerRequest]:
+        """Every request the queue yields within ``seconds`` (or until ``until`` is true);
+        exceptions out of ``get`` are collected in :attr:`errors`."""
+        requests: list[TimerRequest] = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not (until and until(requests)):
+            try:
+                requests += self.queue.get(16, 0.05)
+            except Exception as error:
+                self.errors.append(error)
+                time.sleep(0.01)
+        return requests
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 
@@ -17,53 +16,27 @@ import pytest
 
 from pytest_expiry import procs
 from pytest_expiry.protocol.client import ChannelClient, ChannelError
-from pytest_expiry.protocol.server import ALL_SCOPES, ScopeRequest, SocketRequestQueue
-from pytest_expiry.protocol.wire import FRAME, SCOPES_NAME, SLOT_SEQUENCE, SLOT_SIZE, bind_sockets
+from pytest_expiry.protocol.server import ALL_SCOPES, ScopeRequest
+from pytest_expiry.protocol.wire import FRAME, SCOPES_NAME, SLOT_SEQUENCE, SLOT_SIZE
 from pytest_expiry.timer.api import TimerRequest, clock
+
+try:
+    from tests.helpers import WatchdogEnd
+except ImportError:  # run by a pytest whose sys.path lacks the repository root
+    from helpers import WatchdogEnd  # type: ignore[no-redef,import-not-found]
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="Unix sockets and fork")
 
 
-class Watchdog:
-    """The watchdog's end, driven by hand: ``poll`` is one wake-up of its loop."""
-
-    def __init__(self) -> None:
-        self.directory = tempfile.mkdtemp(prefix="expiry-channel-")
-        self._sockets = bind_sockets(self.directory)
-        self.waker = self._sockets[1]
-        self.queue = SocketRequestQueue(*self._sockets)
-
-    def connect(self) -> socket.socket:
-        """A raw peer on the watchdog's socket, speaking frames by hand."""
-        peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        peer.connect(os.path.join(self.directory, "socket"))
-        return peer
-
-    def poll(self, timeout: float = 0.05) -> list[TimerRequest]:
-        return self.queue.get(1000, timeout)
-
-    def poll_until(self, wanted: int, seconds: float = 5.0) -> list[TimerRequest]:
-        got: list[TimerRequest] = []
-        end = time.monotonic() + seconds
-        while len(got) < wanted and time.monotonic() < end:
-            got += self.poll()
-        return got
-
-    def close(self) -> None:
-        for sock in self._sockets:
-            sock.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
 @pytest.fixture
-def watchdog() -> Iterator[Watchdog]:
-    end = Watchdog()
+def watchdog() -> Iterator[WatchdogEnd]:
+    end = WatchdogEnd()
     yield end
     end.close()
 
 
 @pytest.fixture
-def client(watchdog: Watchdog) -> Iterator[ChannelClient]:
+def client(watchdog: WatchdogEnd) -> Iterator[ChannelClient]:
     connected = ChannelClient(watchdog.directory)
     watchdog.poll()  # the HELLO
     yield connected
@@ -79,7 +52,7 @@ def releases(requests: list[TimerRequest]) -> list[str]:
 
 
 def test_an_armed_slot_becomes_one_request_with_the_scopes_times(
-    watchdog: Watchdog, client: ChannelClient
+    watchdog: WatchdogEnd, client: ChannelClient
 ) -> None:
     now = clock()
     client.arm("test_a.py::test_a", now + 60, now + 48, now)
@@ -91,7 +64,7 @@ def test_an_armed_slot_becomes_one_request_with_the_scopes_times(
 
 
 def test_scopes_that_start_and_end_between_two_reads_cost_the_watchdog_nothing(
-    watchdog: Watchdog, client: ChannelClient
+    watchdog: WatchdogEnd, client: ChannelClient
 ) -> None:
     for number in range(1000):
         client.arm(f"test_a.py::test_{number}", clock() + 60, 0.0, clock())
@@ -100,7 +73,7 @@ def test_scopes_that_start_and_end_between_two_reads_cost_the_watchdog_nothing(
 
 
 def test_only_the_latest_scope_is_read_and_the_one_it_replaced_is_released(
-    watchdog: Watchdog, client: ChannelClient
+    watchdog: WatchdogEnd, client: ChannelClient
 ) -> None:
     client.arm("test_a.py::test_first", clock() + 60, 0.0, clock())
     assert arms(watchdog.poll()) == ["test_a.py::test_first"]
@@ -111,7 +84,9 @@ def test_only_the_latest_scope_is_read_and_the_one_it_replaced_is_released(
     assert arms(requests) == ["test_a.py::test_third"]
 
 
-def test_a_disarmed_slot_releases_its_scope_once(watchdog: Watchdog, client: ChannelClient) -> None:
+def test_a_disarmed_slot_releases_its_scope_once(
+    watchdog: WatchdogEnd, client: ChannelClient
+) -> None:
     client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
     watchdog.poll()
     client.disarm()
@@ -120,7 +95,7 @@ def test_a_disarmed_slot_releases_its_scope_once(watchdog: Watchdog, client: Cha
 
 
 def test_rearming_the_same_scope_gives_it_its_new_deadline(
-    watchdog: Watchdog, client: ChannelClient
+    watchdog: WatchdogEnd, client: ChannelClient
 ) -> None:
     client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
     watchdog.poll()
@@ -131,7 +106,7 @@ def test_rearming_the_same_scope_gives_it_its_new_deadline(
 
 
 def test_a_slot_caught_mid_write_is_not_read_until_the_write_ends(
-    watchdog: Watchdog, client: ChannelClient
+    watchdog: WatchdogEnd, client: ChannelClient
 ) -> None:
     client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
     watchdog.poll()
@@ -144,7 +119,7 @@ def test_a_slot_caught_mid_write_is_not_read_until_the_write_ends(
     assert arms(watchdog.poll()) == ["test_a.py::test_b"]
 
 
-def woken(watchdog: Watchdog) -> bool:
+def woken(watchdog: WatchdogEnd) -> bool:
     """Whether a wake byte is waiting on the watchdog's wake socket (and take it)."""
     try:
         return watchdog.waker.recv(16, socket.MSG_DONTWAIT) != b""
@@ -153,7 +128,7 @@ def woken(watchdog: Watchdog) -> bool:
 
 
 def test_a_far_deadline_does_not_wake_the_watchdog(
-    watchdog: Watchdog, client: ChannelClient
+    watchdog: WatchdogEnd, client: ChannelClient
 ) -> None:
     client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
     client.disarm()
@@ -161,7 +136,7 @@ def test_a_far_deadline_does_not_wake_the_watchdog(
 
 
 def test_a_slot_left_mid_write_is_retried_briefly_then_at_the_drain_pace(
-    watchdog: Watchdog, client: ChannelClient
+    watchdog: WatchdogEnd, client: ChannelClient
 ) -> None:
     """A writer stopped mid-write (SIGSTOP, Ctrl-Z) must not make the watchdog spin."""
     client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
@@ -176,18 +151,20 @@ def test_a_slot_left_mid_write_is_retried_briefly_then_at_the_drain_pace(
     assert time.monotonic() - started >= 0.25  # waited for its timeout: retries are over
 
 
-def test_a_near_deadline_wakes_the_watchdog(watchdog: Watchdog, client: ChannelClient) -> None:
+def test_a_near_deadline_wakes_the_watchdog(watchdog: WatchdogEnd, client: ChannelClient) -> None:
     client.arm("test_a.py::test_a", clock() + 0.5, 0.0, clock())
     assert woken(watchdog)
 
 
-def test_a_near_slow_notice_wakes_the_watchdog(watchdog: Watchdog, client: ChannelClient) -> None:
+def test_a_near_slow_notice_wakes_the_watchdog(
+    watchdog: WatchdogEnd, client: ChannelClient
+) -> None:
     client.arm("test_a.py::test_a", clock() + 60, clock() + 0.5, clock())
     assert woken(watchdog)
 
 
 def test_ending_an_overdue_scope_wakes_the_watchdog(
-    watchdog: Watchdog, client: ChannelClient
+    watchdog: WatchdogEnd, client: ChannelClient
 ) -> None:
     """The answer an escalation waits for: the write that ends a scope past its deadline."""
     client.arm("test_a.py::test_a", clock() - 1, 0.0, clock() - 2)
@@ -199,7 +176,7 @@ def test_ending_an_overdue_scope_wakes_the_watchdog(
 
 
 def test_a_watchdog_that_does_not_read_its_wake_bytes_never_blocks_the_test_process(
-    watchdog: Watchdog, client: ChannelClient
+    watchdog: WatchdogEnd, client: ChannelClient
 ) -> None:
     for number in range(10_000):  # far more than a datagram queue holds
         client.arm(f"test_a.py::test_{number}", clock() + 0.5, 0.0, clock())
@@ -207,7 +184,9 @@ def test_a_watchdog_that_does_not_read_its_wake_bytes_never_blocks_the_test_proc
     assert arms(watchdog.poll()) == ["test_a.py::test_9999"]
 
 
-def test_a_closed_client_releases_all_its_scopes_and_removes_its_slot(watchdog: Watchdog) -> None:
+def test_a_closed_client_releases_all_its_scopes_and_removes_its_slot(
+    watchdog: WatchdogEnd,
+) -> None:
     client = ChannelClient(watchdog.directory)
     client.arm("test_a.py::test_a", clock() + 60, 0.0, clock())
     watchdog.poll()
@@ -218,7 +197,7 @@ def test_a_closed_client_releases_all_its_scopes_and_removes_its_slot(watchdog: 
 
 
 def test_a_dead_watchdog_is_noticed_by_the_next_check(
-    watchdog: Watchdog, client: ChannelClient
+    watchdog: WatchdogEnd, client: ChannelClient
 ) -> None:
     client.check_alive()
     for peer in list(watchdog.queue._peers.values()):
@@ -229,7 +208,7 @@ def test_a_dead_watchdog_is_noticed_by_the_next_check(
 
 
 def test_a_forked_child_cannot_write_its_parents_slot(
-    watchdog: Watchdog, client: ChannelClient
+    watchdog: WatchdogEnd, client: ChannelClient
 ) -> None:
     client.arm("test_a.py::test_parent", clock() + 60, 0.0, clock())
     watchdog.poll()
@@ -276,7 +255,7 @@ NOT_SLOTS = {
 
 @pytest.mark.parametrize("slot_name", NOT_SLOTS.values(), ids=NOT_SLOTS.keys())
 def test_a_hello_naming_something_that_is_not_a_slot_drops_the_peer(
-    watchdog: Watchdog, slot_name: str
+    watchdog: WatchdogEnd, slot_name: str
 ) -> None:
     scopes = os.path.join(watchdog.directory, SCOPES_NAME)
     elsewhere = os.path.join(watchdog.directory, "elsewhere")
@@ -299,7 +278,7 @@ def test_a_hello_naming_something_that_is_not_a_slot_drops_the_peer(
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs chown")
-def test_a_hello_naming_another_users_file_drops_the_peer(watchdog: Watchdog) -> None:
+def test_a_hello_naming_another_users_file_drops_the_peer(watchdog: WatchdogEnd) -> None:
     name = "stranger"
     path = os.path.join(watchdog.directory, SCOPES_NAME, name)
     with open(path, "wb") as theirs:
@@ -314,7 +293,7 @@ def test_a_hello_naming_another_users_file_drops_the_peer(watchdog: Watchdog) ->
         peer.close()
 
 
-def test_a_frame_other_than_hello_arms_nothing_and_drops_its_sender(watchdog: Watchdog) -> None:
+def test_a_frame_other_than_hello_arms_nothing_and_drops_its_sender(watchdog: WatchdogEnd) -> None:
     """Scopes are published in slots only: the stream carries the HELLO and events."""
     peer = watchdog.connect()
     try:
@@ -330,7 +309,7 @@ def test_a_frame_other_than_hello_arms_nothing_and_drops_its_sender(watchdog: Wa
 
 @pytest.mark.skipif(not hasattr(socket, "SO_PEERCRED"), reason="SO_PEERCRED is Linux's")
 def test_the_client_knows_the_pid_at_the_other_end(
-    watchdog: Watchdog, client: ChannelClient
+    watchdog: WatchdogEnd, client: ChannelClient
 ) -> None:
     assert client.watchdog_pid() == os.getpid()  # this test's process is the fake watchdog's
     client.close()

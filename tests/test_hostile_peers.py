@@ -5,70 +5,29 @@ else: no scope is armed or released for anyone, and the watchdog's queue never r
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from pytest_expiry.protocol.client import ChannelClient
-from pytest_expiry.protocol.server import ScopeRequest, SocketRequestQueue
-from pytest_expiry.protocol.wire import FRAME, bind_sockets
-from pytest_expiry.timer.api import TimerRequest, clock
+from pytest_expiry.protocol.server import ScopeRequest
+from pytest_expiry.protocol.wire import FRAME
+from pytest_expiry.timer.api import clock
 
 try:
-    from tests.helpers import nobody
+    from tests.helpers import WatchdogEnd, nobody
 except ImportError:  # run by a pytest whose sys.path lacks the repository root
-    from helpers import nobody  # type: ignore[no-redef,import-not-found]
+    from helpers import WatchdogEnd, nobody  # type: ignore[no-redef,import-not-found]
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="Unix sockets")
 
 
-class Queue:
-    """A watchdog's end of the channel, in this process, in a fresh directory."""
-
-    def __init__(self, mode: int = 0o700) -> None:
-        self.directory = tempfile.mkdtemp(prefix="reliability-channel-")
-        os.chmod(self.directory, mode)
-        listener, waker = bind_sockets(self.directory)
-        self.socket_path = os.path.join(self.directory, "socket")
-        self.queue = SocketRequestQueue(listener, waker)
-        self._sockets = [listener, waker]
-        self.errors: list[BaseException] = []
-
-    def drain(
-        self, seconds: float, until: Callable[[list[TimerRequest]], bool] | None = None
-    ) -> list[TimerRequest]:
-        """Every request the queue yields within ``seconds`` (or until ``until`` is true);
-        exceptions out of ``get`` are collected in ``errors``."""
-        requests: list[TimerRequest] = []
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and not (until and until(requests)):
-            try:
-                requests += self.queue.get(16, 0.05)
-            except Exception as error:
-                self.errors.append(error)
-                time.sleep(0.01)
-        return requests
-
-    def connect(self) -> socket.socket:
-        peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        peer.connect(self.socket_path)
-        return peer
-
-    def close(self) -> None:
-        for sock in self._sockets:
-            sock.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
 @pytest.fixture
-def channel() -> Iterator[Queue]:
-    queue = Queue()
+def channel() -> Iterator[WatchdogEnd]:
+    queue = WatchdogEnd()
     yield queue
     queue.close()
 
@@ -121,7 +80,7 @@ def test_a_peer_of_another_user_is_refused_even_if_it_reaches_the_socket() -> No
     """Defence in depth behind the 0700 directory: ``SO_PEERCRED`` names the peer's user,
     and a peer of another user is disconnected before any of its frames is read."""
     user = nobody()
-    channel = Queue(mode=0o755)
+    channel = WatchdogEnd(mode=0o755)
     try:
         os.chmod(channel.socket_path, 0o777)
         peer = subprocess.Popen(
@@ -138,7 +97,9 @@ def test_a_peer_of_another_user_is_refused_even_if_it_reaches_the_socket() -> No
         channel.close()
 
 
-def test_a_peer_whose_hello_names_another_pid_is_dropped_and_arms_nothing(channel: Queue) -> None:
+def test_a_peer_whose_hello_names_another_pid_is_dropped_and_arms_nothing(
+    channel: WatchdogEnd,
+) -> None:
     stranger = subprocess.Popen(["sleep", "60"])
     try:
         forger = channel.connect()
@@ -164,7 +125,9 @@ sys.stdin.read()
 """
 
 
-def test_a_peer_whose_hello_names_another_pid_cannot_disarm_that_process(channel: Queue) -> None:
+def test_a_peer_whose_hello_names_another_pid_cannot_disarm_that_process(
+    channel: WatchdogEnd,
+) -> None:
     """Dropping the liar must not release the scopes of the pid it named."""
     victim = subprocess.Popen(
         [sys.executable, "-c", VICTIM, channel.directory],
@@ -186,7 +149,7 @@ def test_a_peer_whose_hello_names_another_pid_cannot_disarm_that_process(channel
         victim.wait()
 
 
-def test_a_malformed_frame_costs_only_its_sender(channel: Queue) -> None:
+def test_a_malformed_frame_costs_only_its_sender(channel: WatchdogEnd) -> None:
     """A payload that is not UTF-8, a HELLO that is not numbers: the sender is dropped,
     ``get`` never raises, and the peers read after it are still read."""
     not_utf8 = channel.connect()
@@ -208,7 +171,7 @@ def test_a_malformed_frame_costs_only_its_sender(channel: Queue) -> None:
         not_numbers.close()
 
 
-def test_a_frame_announcing_a_huge_payload_drops_its_sender(channel: Queue) -> None:
+def test_a_frame_announcing_a_huge_payload_drops_its_sender(channel: WatchdogEnd) -> None:
     """The watchdog never buffers more than one frame's worth for a peer: a frame that
     announces a payload far longer than any scope id ends that peer's connection."""
     liar = channel.connect()

@@ -69,7 +69,7 @@ def uninstall() -> None:
 
 
 class ChildEnvironment:
-    """Variables the runner exports to the processes tests start, and their restoration."""
+    """Variables the scope hooks export to the processes tests start, and their restoration."""
 
     def __init__(self) -> None:
         self._saved: dict[str, str | None] = {}

@@ -2,10 +2,15 @@
 
 Each name here has a test in ``tests/test_compat.py`` that fails loudly when the internal it
 relies on changes (run it against pre-releases: ``pip install --pre pytest pytest-xdist trio``).
+One private use lives elsewhere, because it must run before any other module of ours is
+imported: ``plugin._skip_assertion_rewriting`` (pytest's rewrite hook's record of packages to
+rewrite); it is tested here too.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -13,6 +18,7 @@ import pytest
 __all__ = [
     "PytestFailure",
     "capture_disabled",
+    "collection_errors_tolerated",
     "end_progress_line",
     "is_idle_pool_worker",
     "mark_done_in_xdist_queue",
@@ -110,3 +116,16 @@ def is_idle_pool_worker(frame: Any) -> bool:
         return False
     queue = frame.f_locals.get("work_queue")
     return queue is None or not queue.qsize()
+
+
+@contextlib.contextmanager
+def collection_errors_tolerated(config: pytest.Config) -> Iterator[None]:
+    """Inside, the session runs its tests despite collection errors, as with
+    ``--continue-on-collection-errors`` (whose option ``dest`` this sets)."""
+    option = config.option
+    previous = option.continue_on_collection_errors
+    option.continue_on_collection_errors = True
+    try:
+        yield
+    finally:
+        option.continue_on_collection_errors = previous

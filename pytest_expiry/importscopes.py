@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pytest_expiry._compat import collection_errors_tolerated
 from pytest_expiry.outcome import account
 from pytest_expiry.report.carry import attach
 
@@ -52,11 +53,7 @@ class ImportScopes:
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
         """A module that hung at import is reported, but does not stop the other modules'
         tests from running (other collection errors keep pytest's rule)."""
-        option = session.config.option
         if not self._hung_modules or session.testsfailed != self._hung_modules:
             return (yield)
-        previous, option.continue_on_collection_errors = option.continue_on_collection_errors, True
-        try:
+        with collection_errors_tolerated(session.config):
             return (yield)
-        finally:
-            option.continue_on_collection_errors = previous

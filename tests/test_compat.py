@@ -116,3 +116,23 @@ def test_the_trio_main_task_raises_the_error_at_the_checkpoint_where_it_waits() 
 
     assert trio.run(main) == "raised at the await: late"
     assert delivered == [True]
+
+
+def test_the_continue_on_collection_errors_option_is_an_option_attribute(
+    pytestconfig: pytest.Config,
+) -> None:
+    assert isinstance(pytestconfig.option.continue_on_collection_errors, bool)
+    before = pytestconfig.option.continue_on_collection_errors
+    with _compat.collection_errors_tolerated(pytestconfig):
+        assert pytestconfig.option.continue_on_collection_errors is True
+    assert pytestconfig.option.continue_on_collection_errors is before
+
+
+def test_the_rewrite_hook_keeps_a_set_of_packages_and_a_cache(
+    pytestconfig: pytest.Config,
+) -> None:
+    """What plugin._skip_assertion_rewriting edits: the packages to rewrite (a set of names)
+    and the cache of decisions (a dict)."""
+    hook = getattr(pytestconfig.pluginmanager, "rewrite_hook", None)
+    assert isinstance(getattr(hook, "_must_rewrite", None), set)
+    assert isinstance(getattr(hook, "_marked_for_rewrite_cache", None), dict)

@@ -20,6 +20,7 @@ import tempfile
 import time
 from typing import Any
 
+from pytest_expiry import accounts
 from pytest_expiry.channel import EVENTS_NAME, STOP, bind_sockets, stacks_directory
 from pytest_expiry.signals import ExpirySignals
 
@@ -48,10 +49,21 @@ class WatchdogProcess:
         signals: ExpirySignals,
         report: str | None = None,
         child_stacks: str = "auto",
+        worker_of: tuple[str, str] | None = None,
     ) -> WatchdogProcess:
-        """Start a watchdog with a fresh private directory (mode 0700) and socket."""
-        base = None if len(tempfile.gettempdir()) < 60 else "/tmp"
-        directory = tempfile.mkdtemp(prefix="pytest-expiry-", dir=base)
+        """Start a watchdog with a fresh private directory (mode 0700) and socket.
+
+        ``worker_of`` (nonce, worker id): the watchdog of an xdist worker that cannot reach
+        its controller's. Its directory is then where the controller looks for the account
+        of a hard kill (:mod:`pytest_expiry.accounts`), and it keeps that account after the
+        worker is gone until the controller has read it."""
+        parent: str | None
+        if worker_of is not None:
+            parent, prefix = accounts.private_base(), accounts.prefix(*worker_of)
+        else:
+            parent = None if len(tempfile.gettempdir()) < 60 else "/tmp"
+            prefix = "pytest-expiry-"
+        directory = tempfile.mkdtemp(prefix=prefix, dir=parent)
         os.mkdir(stacks_directory(directory))
         try:
             listener, waker = bind_sockets(directory)
@@ -66,7 +78,8 @@ class WatchdogProcess:
                 "directory": directory, "grace": grace, "signals": signals.encode(),
                 "session_pid": os.getpid(), "session_token": _session_token(),
                 "report": os.path.abspath(report) if report else None,
-                "child_stacks": child_stacks,
+                "child_stacks": child_stacks, "worker": worker_of is not None,
+                "linger": accounts.LINGER if worker_of is not None else 0.0,
             }  # fmt: skip
             command = [sys.executable, "-m", "pytest_expiry.watchdog", json.dumps(settings)]
             shell = subprocess.run(

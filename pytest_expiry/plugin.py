@@ -117,17 +117,14 @@ def pytest_configure(config: pytest.Config) -> None:
 def _configure_worker(
     config: pytest.Config, settings: Settings, workerinput: dict[str, Any]
 ) -> None:
-    """An xdist worker runs tests against its controller's watchdog."""
-    from pytest_expiry.runner import ExpiryRunner  # noqa: PLC0415
-    from pytest_expiry.signals import parse_signals  # noqa: PLC0415
+    """An xdist worker runs tests against its controller's watchdog, or its own."""
     from pytest_expiry.xdist_bridge import WORKER_KEY  # noqa: PLC0415
 
-    address = workerinput.get(WORKER_KEY)
-    if address is not None:
-        directory, signal_text, session_deadline = address
-        connect = _WorkerWatchdog(directory, parse_signals(signal_text), settings.grace)
-        budget = _budget(settings, session_deadline)
-        runner = ExpiryRunner(config, settings, connect, budget)
+    card = workerinput.get(WORKER_KEY)
+    if card is not None:
+        from pytest_expiry.worker import configure_worker  # noqa: PLC0415
+
+        runner = configure_worker(config, settings, card, str(workerinput.get("workerid")))
         config.pluginmanager.register(runner, _RUNNER)
 
 
@@ -149,33 +146,6 @@ def _configure_session(config: pytest.Config, settings: Settings) -> None:
         budget = _budget(settings, session_deadline)
         runner = ExpiryRunner(config, settings, controller.watchdog_address, budget)
         config.pluginmanager.register(runner, _RUNNER)
-
-
-class _WorkerWatchdog:
-    """An xdist worker's way to its watchdog: the controller's; or, once that one is found
-    dead or stopped, one of the worker's own (its hard kills are then reported by xdist as
-    a crash, without the watchdog's account)."""
-
-    def __init__(self, directory: str, signals: ExpirySignals, grace: float) -> None:
-        self._address = (directory, signals)
-        self._grace = grace
-        self._own: Any = None
-
-    def __call__(self, fresh: bool) -> tuple[str, ExpirySignals]:
-        if fresh:
-            from pytest_expiry.launcher import WatchdogProcess  # noqa: PLC0415
-
-            if self._own is not None:
-                self._own.kill()
-            self.stop()
-            self._own = WatchdogProcess.launch(self._grace, self._address[1], None, "auto")
-            self._address = (self._own.directory, self._address[1])
-        return self._address
-
-    def stop(self) -> None:
-        if self._own is not None:
-            self._own.stop()
-            self._own = None
 
 
 def _budget(settings: Settings, session_deadline: float) -> SessionBudget | None:

@@ -1,0 +1,85 @@
+"""An xdist worker's side: which watchdog guards its tests, and its session budget.
+
+A worker that shares its controller's host (same boot, same ``/tmp``, same user:
+:func:`pytest_expiry.hosts.join_shared`) uses the controller's watchdog. Any other one runs
+a watchdog of its own on its host, with the same settings, started by its first test that
+has a deadline; its hard kills are then collected by the controller from that host
+(:mod:`pytest_expiry.accounts`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_expiry.hosts import join_shared
+from pytest_expiry.runner import ExpiryRunner
+from pytest_expiry.signals import ExpirySignals, parse_signals
+from pytest_expiry.timer.api import clock
+
+if TYPE_CHECKING:
+    from pytest_expiry.launcher import WatchdogProcess
+    from pytest_expiry.settings import Settings
+
+__all__ = ["WorkerWatchdog", "configure_worker"]
+
+
+def configure_worker(
+    config: pytest.Config, settings: Settings, card: dict[str, Any], worker: str
+) -> ExpiryRunner:
+    """The runner of a worker, given its controller's card
+    (:func:`pytest_expiry.hosts.controller_card`)."""
+    from pytest_expiry.budget import SessionBudget  # noqa: PLC0415
+
+    shared = join_shared(card, worker)
+    signals = parse_signals(card["signals"])
+    own = (card["nonce"], worker)
+    connect = WorkerWatchdog(card["directory"] if shared else None, signals, settings, own)
+    budget = None
+    if settings.session:  # another host's clock does not read the controller's deadline
+        deadline = card["deadline"] if shared else clock() + card["remaining"]
+        budget = SessionBudget(settings.session, deadline)
+    return ExpiryRunner(config, settings, connect, budget)
+
+
+class WorkerWatchdog:
+    """A worker's way to its watchdog: the controller's (``directory``); or one of its own,
+    started on first use when ``directory`` is None, or once the controller's is found dead
+    or stopped. ``own`` (the controller's nonce, the worker id) names an own watchdog's
+    directory where the controller looks for the account of a hard kill."""
+
+    def __init__(
+        self,
+        directory: str | None,
+        signals: ExpirySignals,
+        settings: Settings,
+        own: tuple[str, str],
+    ) -> None:
+        self._directory = directory
+        self._signals = signals
+        self._settings = settings
+        self._own_name = own
+        self._own: WatchdogProcess | None = None
+
+    def __call__(self, fresh: bool) -> tuple[str, ExpirySignals]:
+        if fresh or self._directory is None:
+            from pytest_expiry.launcher import WatchdogProcess  # noqa: PLC0415
+
+            if self._own is not None:
+                self._own.kill()
+            self.stop()
+            self._own = WatchdogProcess.launch(
+                self._settings.grace,
+                self._signals,
+                None,
+                getattr(self._settings, "child_stacks", "auto"),
+                worker_of=self._own_name,
+            )
+            self._directory = self._own.directory
+        return self._directory, self._signals
+
+    def stop(self) -> None:
+        if self._own is not None:
+            self._own.stop()
+            self._own = None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_expiry.budget import SessionBudget
 from pytest_expiry.hosts import join_shared
 from pytest_expiry.runner import ExpiryRunner
 from pytest_expiry.signals import ExpirySignals, parse_signals
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from pytest_expiry.launcher import WatchdogProcess
     from pytest_expiry.settings import Settings
 
-__all__ = ["WorkerWatchdog", "configure_worker"]
+__all__ = ["WorkerWatchdog", "configure_worker", "session_budget"]
 
 
 def configure_worker(
@@ -30,17 +31,22 @@ def configure_worker(
 ) -> ExpiryRunner:
     """The runner of a worker, given its controller's card
     (:func:`pytest_expiry.hosts.controller_card`)."""
-    from pytest_expiry.budget import SessionBudget  # noqa: PLC0415
-
     shared = join_shared(card, worker)
     signals = parse_signals(card["signals"])
     own = (card["nonce"], worker)
     connect = WorkerWatchdog(card["directory"] if shared else None, signals, settings, own)
-    budget = None
-    if settings.session:  # another host's clock does not read the controller's deadline
-        deadline = card["deadline"] if shared else clock() + card["remaining"]
-        budget = SessionBudget(settings.session, deadline)
+    budget = session_budget(settings.session, card, shared)
     return ExpiryRunner(config, settings, connect, budget)
+
+
+def session_budget(seconds: float, card: dict[str, Any], shared: bool) -> SessionBudget | None:
+    """The session budget (``--expiry-session``) on a worker: the controller's deadline on
+    its host (one clock), else the seconds that were left when the controller sent the card
+    (another host's clock means nothing here; the worker's start-up is then not counted)."""
+    if not seconds:
+        return None
+    deadline = card["deadline"] if shared else clock() + card["remaining"]
+    return SessionBudget(seconds, deadline)
 
 
 class WorkerWatchdog:

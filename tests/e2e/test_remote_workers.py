@@ -139,3 +139,25 @@ def test_two_hosts_at_once_each_run_their_own_watchdog(pytester, run_pytest, rem
         ("hard_killed", "test_a.py::test_holds_the_gil"),
         ("hard_killed", "test_b.py::test_holds_the_gil"),
     ]
+
+
+def test_the_session_budget_reaches_a_worker_on_another_host(pytester, run_pytest, remote_hosts):
+    host = remote_hosts()
+    pytester.makepyfile(
+        """
+        import time
+
+        def test_hangs():
+            time.sleep(60)
+
+        def test_later():
+            pass
+        """
+    )
+    run = run_pytest("--tx", host.spec, "--dist", "load", "--expiry-session=4", GRACE)
+    run.result.assert_outcomes(failed=1, skipped=1)
+    failure = run.testcase("test_hangs").find("failure")
+    assert failure is not None and "Expired: still running" in failure.get("message", "")
+    skipped = run.testcase("test_later").find("skipped")
+    assert skipped is not None
+    assert "not run: the session's expiry budget of 4 s" in skipped.get("message", "")

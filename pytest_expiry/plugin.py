@@ -125,7 +125,8 @@ def _configure_worker(
         from pytest_expiry.worker import configure_worker  # noqa: PLC0415
 
         runner = configure_worker(config, settings, card, str(workerinput.get("workerid")))
-        config.pluginmanager.register(runner, _RUNNER)
+        if runner is not None:
+            config.pluginmanager.register(runner, _RUNNER)
 
 
 def _configure_session(config: pytest.Config, settings: Settings) -> None:

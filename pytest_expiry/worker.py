@@ -9,6 +9,7 @@ has a deadline; its hard kills are then collected by the controller from that ho
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -28,9 +29,21 @@ __all__ = ["WorkerWatchdog", "configure_worker", "session_budget"]
 
 def configure_worker(
     config: pytest.Config, settings: Settings, card: dict[str, Any], worker: str
-) -> ExpiryRunner:
+) -> ExpiryRunner | None:
     """The runner of a worker, given its controller's card
-    (:func:`pytest_expiry.hosts.controller_card`)."""
+    (:func:`pytest_expiry.hosts.controller_card`); None, with a warning that reaches the
+    controller, for a worker that does not run in its process's main thread (the interrupt
+    is a signal, which only the main thread handles)."""
+    if threading.current_thread() is not threading.main_thread():
+        config.issue_config_time_warning(
+            pytest.PytestConfigWarning(
+                f"pytest-expiry: xdist worker {worker} runs its tests outside its process's "
+                "main thread (an execnet socket server with the 'thread' execmodel?), where no "
+                "deadline can interrupt them: its tests run without deadlines"
+            ),
+            stacklevel=2,
+        )
+        return None
     shared = join_shared(card, worker)
     signals = parse_signals(card["signals"])
     own = (card["nonce"], worker)

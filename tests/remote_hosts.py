@@ -89,11 +89,12 @@ class RemoteHost:
             self.process.stdout.close()
 
 
-def start_remote_host(directory: Path, env: dict[str, str]) -> RemoteHost:
+def start_remote_host(directory: Path, env: dict[str, str], *options: str) -> RemoteHost:
     """Start a host serving ``directory`` on a free loopback port (its own process group,
     so that :meth:`RemoteHost.close` ends all of it). ``env``: the server's environment
-    (its ``TMPDIR`` is set to ``/tmp``, which is private there)."""
-    command = [sys.executable, str(SERVER), "127.0.0.1:0"]
+    (its ``TMPDIR`` is set to ``/tmp``, which is private there); ``options``: the
+    server's (``--thread``)."""
+    command = [sys.executable, str(SERVER), "127.0.0.1:0", *options]
     process = subprocess.Popen(
         [*_UNSHARE, "sh", "-c", _PRIVATE_TMP, "sh", str(directory), *command],
         env={**env, "TMPDIR": "/tmp"},

@@ -1,5 +1,6 @@
 """A stand-in for a remote host's execnet socket server: ``python tests/remote_server.py
-HOST:PORT`` (port 0: a free one), which prints ``listening PORT`` once it listens.
+HOST:PORT [--thread]`` (port 0: a free one), which prints ``listening PORT`` once it
+listens. With ``--thread`` each worker runs outside its process's main thread.
 
 It speaks execnet's ``socketserver`` protocol (one line of Python source, run with the
 connection as ``clientsock``), but serves each connection in a forked child, as sshd serves
@@ -14,14 +15,23 @@ import os
 import signal
 import socket
 import sys
+import threading
 
 from execnet.gateway_base import get_execmodel
 
 
-def serve(connection: socket.socket, address: object) -> None:
+def serve(connection: socket.socket, address: object, model: str) -> None:
     source = eval(connection.makefile("rb").readline().rstrip())
-    namespace = {"clientsock": connection, "address": address, "execmodel": get_execmodel("thread")}
+    namespace = {"clientsock": connection, "address": address, "execmodel": get_execmodel(model)}
     exec(compile(source + "\n", "<socket server>", "exec"), namespace)
+
+
+def serve_in_a_thread(connection: socket.socket, address: object) -> None:
+    """As execnet's own socketserver may (its 'thread' execmodel): the worker runs in a
+    thread that is not the process's main thread."""
+    thread = threading.Thread(target=serve, args=(connection, address, "thread"))
+    thread.start()
+    thread.join()
 
 
 def main() -> None:
@@ -39,7 +49,10 @@ def main() -> None:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # a worker waits for its children
             server.close()
             try:
-                serve(connection, address)
+                if "--thread" in sys.argv:
+                    serve_in_a_thread(connection, address)
+                else:  # a worker in the main thread, as xdist's own popen and ssh ones
+                    serve(connection, address, "main_thread_only")
             finally:
                 os._exit(0)
         connection.close()

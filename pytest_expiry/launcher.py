@@ -57,12 +57,12 @@ class WatchdogProcess:
         its controller's. Its directory is then where the controller looks for the account
         of a hard kill (:mod:`pytest_expiry.accounts`), and it keeps that account after the
         worker is gone until the controller has read it."""
-        parent: str | None
+        parent: str | None = None if len(tempfile.gettempdir()) < 60 else "/tmp"
+        prefix, linger = "pytest-expiry-", 0.0
         if worker_of is not None:
-            parent, prefix = accounts.private_base(), accounts.prefix(*worker_of)
-        else:
-            parent = None if len(tempfile.gettempdir()) < 60 else "/tmp"
-            prefix = "pytest-expiry-"
+            with contextlib.suppress(OSError):  # else no account, but a watchdog all the same
+                parent, prefix = accounts.private_base(), accounts.prefix(*worker_of)
+                linger = accounts.LINGER
         directory = tempfile.mkdtemp(prefix=prefix, dir=parent)
         os.mkdir(stacks_directory(directory))
         try:
@@ -79,7 +79,7 @@ class WatchdogProcess:
                 "session_pid": os.getpid(), "session_token": _session_token(),
                 "report": os.path.abspath(report) if report else None,
                 "child_stacks": child_stacks, "worker": worker_of is not None,
-                "linger": accounts.LINGER if worker_of is not None else 0.0,
+                "linger": linger,
             }  # fmt: skip
             command = [sys.executable, "-m", "pytest_expiry.watchdog", json.dumps(settings)]
             shell = subprocess.run(

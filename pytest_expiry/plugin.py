@@ -3,7 +3,8 @@
 * :class:`~pytest_expiry.controller.ExpiryController` owns the watchdog and the reports (in
   plain pytest, or in the xdist controller);
 * :class:`~pytest_expiry.runner.ExpiryRunner` arms a scope per test (in the process that runs
-  tests: plain pytest, or each xdist worker, which reaches its controller's watchdog).
+  tests: plain pytest, or each xdist worker, which reaches its controller's watchdog, or runs
+  its own on another host: :mod:`pytest_expiry.worker`).
 """
 
 from __future__ import annotations

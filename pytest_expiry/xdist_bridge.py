@@ -8,6 +8,9 @@ rewrites that report from the watchdog's event: an ``Expired`` failure (JUnit ``
 with the stacks and the real elapsed time. With ``--dist loadscope/loadfile`` the rest of the
 test's group goes back to the queue; the test itself is marked done so that it is not run
 again on the replacement worker.
+
+A worker on another host (:mod:`pytest_expiry.hosts`) runs its own watchdog; the account of
+its hard kill is read on that host (:func:`pytest_expiry.placement.collect_on_host`).
 """
 
 from __future__ import annotations

@@ -65,6 +65,7 @@ def test_under_xdist_a_killed_test_fails_as_expired_once_and_the_session_goes_on
     )
     run.result.assert_outcomes(failed=3, passed=2)  # a killed test is never run again
     assert "maximum crashed workers reached" not in run.output
+    assert "own watchdog" not in run.output, "local workers share the controller's watchdog"
     for name in HUNG:
         case = run.testcase(name)
         failure = case.find("failure")

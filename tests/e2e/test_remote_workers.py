@@ -103,9 +103,13 @@ def test_a_worker_on_another_host_has_its_hangs_kills_and_leaks_reported(
     assert killed is not None, "a hard kill is a <failure>, not xdist's crash <error>"
     assert "so worker gw0 was killed" in killed.get("message", "")
     assert "in test_holds_the_gil" in (killed.text or "")
+    seconds = float(run.testcase("test_holds_the_gil").get("time"))
+    assert seconds >= 1.0, "the real elapsed time, not the 0 of xdist's crash report"
     assert "crashed while running" not in run.output
     assert "SLOW test_" in run.output and "test_is_slow" in run.output
     assert "LEAKED" in run.output
+    leak = run.testcase("test_leaks_a_process").find("properties/property[@name='expiry_leaked']")
+    assert leak is not None, "the leak is a JUnit property"
     events = _events(report)
     assert {"expired test_hangs", "hard_killed test_holds_the_gil"} <= set(events)
     assert events["hard_killed test_holds_the_gil"]["stacks"]

@@ -3,7 +3,8 @@
 * :class:`~pytest_expiry.session.ExpirySession` owns the watchdog and the reports (in
   plain pytest, or in the xdist controller);
 * :class:`~pytest_expiry.scoping.ScopeHooks` arms a scope per test (in the process that runs
-  tests: plain pytest, or each xdist worker, which reaches its controller's watchdog).
+  tests: plain pytest, or each xdist worker, which reaches its controller's watchdog, or runs
+  its own on another host: :mod:`pytest_expiry.worker`).
 """
 
 from __future__ import annotations
@@ -118,15 +119,16 @@ def pytest_configure(config: pytest.Config) -> None:
 def _configure_worker(
     config: pytest.Config, settings: Settings, workerinput: dict[str, Any]
 ) -> None:
-    """An xdist worker runs tests against its controller's watchdog."""
-    from pytest_expiry.signals import parse_signals  # noqa: PLC0415
+    """An xdist worker runs tests against its controller's watchdog, or its own."""
     from pytest_expiry.xdist import WORKER_KEY  # noqa: PLC0415
 
-    address = workerinput.get(WORKER_KEY)
-    if address is not None:
-        directory, signal_text, session_deadline = address
-        connect = _WorkerWatchdog(directory, parse_signals(signal_text), settings.grace)
-        _register_scopes(config, settings, connect, _budget(settings, session_deadline))
+    card = workerinput.get(WORKER_KEY)
+    if card is not None:
+        from pytest_expiry.worker import worker_watchdog  # noqa: PLC0415
+
+        found = worker_watchdog(config, settings, card, str(workerinput.get("workerid")))
+        if found is not None:
+            _register_scopes(config, settings, *found)
 
 
 def _configure_session(config: pytest.Config, settings: Settings) -> None:
@@ -164,33 +166,6 @@ def _register_scopes(
         from pytest_expiry.importscopes import ImportScopes  # noqa: PLC0415
 
         config.pluginmanager.register(ImportScopes(hooks, settings.collect), "expiry-imports")
-
-
-class _WorkerWatchdog:
-    """An xdist worker's way to its watchdog: the controller's; or, once that one is found
-    dead or stopped, one of the worker's own (its hard kills are then reported by xdist as
-    a crash, without the watchdog's account)."""
-
-    def __init__(self, directory: str, signals: ExpirySignals, grace: float) -> None:
-        self._address = (directory, signals)
-        self._grace = grace
-        self._own: Any = None
-
-    def __call__(self, fresh: bool) -> tuple[str, ExpirySignals]:
-        if fresh:
-            from pytest_expiry.watchdog.launch import WatchdogProcess  # noqa: PLC0415
-
-            if self._own is not None:
-                self._own.kill()
-            self.stop()
-            self._own = WatchdogProcess.launch(self._grace, self._address[1], None, "auto")
-            self._address = (self._own.directory, self._address[1])
-        return self._address
-
-    def stop(self) -> None:
-        if self._own is not None:
-            self._own.stop()
-            self._own = None
 
 
 def _budget(settings: Settings, session_deadline: float) -> SessionBudget | None:

@@ -36,6 +36,10 @@ class ExpirySession:
         self._slow_lines: list[str] = []
         self.exit_status = 0
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
     def watchdog_address(self, fresh: bool = False) -> tuple[str, ExpirySignals]:
         """Start the watchdog if it is not running (or, ``fresh``, a new one in place of
         one found dead or stopped); return its directory and signals."""

@@ -8,6 +8,9 @@ rewrites that report from the watchdog's event: an ``Expired`` failure (JUnit ``
 with the stacks and the real elapsed time. With ``--dist loadscope/loadfile`` the rest of the
 test's group goes back to the queue; the test itself is marked done so that it is not run
 again on the replacement worker.
+
+A worker on another host (:mod:`pytest_expiry.hosts`) runs its own watchdog; the account of
+its hard kill is read on that host (:func:`pytest_expiry.placement.collect_on_host`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_expiry._compat import mark_done_in_xdist_queue
+from pytest_expiry._compat import end_progress_line, mark_done_in_xdist_queue
+from pytest_expiry.placement import Placement, collect_on_host
 
 if TYPE_CHECKING:  # workers read WORKER_KEY only: they need none of the controller's side
     from pytest_expiry.session import ExpirySession
@@ -45,6 +49,8 @@ class XdistBridge:
 
     def __init__(self, controller: ExpirySession) -> None:
         self._controller = controller
+        self._nonce: str | None = None
+        self._placement = Placement()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self) -> None:
@@ -64,9 +70,33 @@ class XdistBridge:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
+        """Each worker gets the controller's card: where its watchdog is, and what a worker
+        that cannot reach it needs to run its own (:mod:`pytest_expiry.hosts`)."""
+        from pytest_expiry.hosts import controller_card  # noqa: PLC0415
+
         directory, signals = self._controller.watchdog_address()
-        deadline = self._controller.session_deadline
-        node.workerinput[WORKER_KEY] = (directory, signals.encode(), deadline)
+        deadline, budget = self._controller.session_deadline, self._controller.settings.session
+        card = controller_card(directory, signals.encode(), deadline, budget)
+        self._nonce = card["nonce"]
+        node.workerinput[WORKER_KEY] = card
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_setupnodes(self, specs: list[Any]) -> None:
+        self._placement.expect(len(specs))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodeready(self, node: Any) -> None:
+        """Once every worker is up, say which of them run a watchdog of their own (once,
+        and only if one does)."""
+        from pytest_expiry.hosts import shares  # noqa: PLC0415
+
+        directory, _signals = self._controller.watchdog_address()
+        worker = node.gateway.id
+        line = self._placement.add(worker, node.gateway.spec, shares(directory, worker))
+        reporter: Any = node.config.pluginmanager.get_plugin("terminalreporter")
+        if line and reporter is not None:
+            end_progress_line(reporter)
+            reporter.write_line(line)
 
     def _hard_kill_event(self, nodeid: str) -> dict[str, Any] | None:
         watchdog = self._controller.watchdog
@@ -81,9 +111,25 @@ class XdistBridge:
             time.sleep(0.02)
         return None
 
+    def _own_watchdog_event(self, nodeid: str, node: Any) -> dict[str, Any] | None:
+        """The account of a worker that ran its own watchdog: read on this host, or, for a
+        worker that did not share this host's watchdog, on its own host through execnet."""
+        from pytest_expiry import remote_accounts as accounts  # noqa: PLC0415
+        from pytest_expiry.hosts import shares  # noqa: PLC0415
+
+        worker = getattr(getattr(node, "gateway", None), "id", None)
+        if worker is None or self._nonce is None:
+            return None
+        prefix = accounts.prefix(self._nonce, worker)
+        directory, _signals = self._controller.watchdog_address()
+        if shares(directory, worker):
+            return accounts.collect(prefix, nodeid, _EVENT_WAIT)
+        return collect_on_host(node.gateway.spec, prefix, nodeid, _EVENT_WAIT)
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
-        event = self._hard_kill_event(crashitem)
+        node = getattr(report, "node", None)
+        event = self._hard_kill_event(crashitem) or self._own_watchdog_event(crashitem, node)
         if event is None:
             return  # a crash of its own: xdist's report stands
         from pytest_expiry.labels import name_xdist_worker  # noqa: PLC0415
@@ -92,7 +138,7 @@ class XdistBridge:
         from pytest_expiry.report.terminal import describe_expiry, overrun_text  # noqa: PLC0415
 
         record = hard_killed(event)
-        worker = getattr(getattr(report, "node", None), "gateway", None)
+        worker = getattr(node, "gateway", None)
         name = getattr(worker, "id", "?")
         name_xdist_worker(record, name)
         report.longrepr = (

@@ -20,6 +20,7 @@ import tempfile
 import time
 from typing import Any
 
+from pytest_expiry import remote_accounts as accounts
 from pytest_expiry.protocol.wire import EVENTS_NAME, STOP, bind_sockets, stacks_directory
 from pytest_expiry.signals import ExpirySignals
 
@@ -48,10 +49,21 @@ class WatchdogProcess:
         signals: ExpirySignals,
         report: str | None = None,
         child_stacks: str = "auto",
+        worker_of: tuple[str, str] | None = None,
     ) -> WatchdogProcess:
-        """Start a watchdog with a fresh private directory (mode 0700) and socket."""
-        base = None if len(tempfile.gettempdir()) < 60 else "/tmp"
-        directory = tempfile.mkdtemp(prefix="pytest-expiry-", dir=base)
+        """Start a watchdog with a fresh private directory (mode 0700) and socket.
+
+        ``worker_of`` (nonce, worker id): the watchdog of an xdist worker that cannot reach
+        its controller's. Its directory is then where the controller looks for the account
+        of a hard kill (:mod:`pytest_expiry.remote_accounts`), and it keeps that account after the
+        worker is gone until the controller has read it."""
+        parent: str | None = None if len(tempfile.gettempdir()) < 60 else "/tmp"
+        prefix, linger = "pytest-expiry-", 0.0
+        if worker_of is not None:
+            with contextlib.suppress(OSError):  # else no account, but a watchdog all the same
+                parent, prefix = accounts.private_base(), accounts.prefix(*worker_of)
+                linger = accounts.LINGER
+        directory = tempfile.mkdtemp(prefix=prefix, dir=parent)
         os.mkdir(stacks_directory(directory))
         try:
             listener, waker = bind_sockets(directory)
@@ -66,7 +78,8 @@ class WatchdogProcess:
                 "directory": directory, "grace": grace, "signals": signals.encode(),
                 "session_pid": os.getpid(), "session_token": _session_token(),
                 "report": os.path.abspath(report) if report else None,
-                "child_stacks": child_stacks,
+                "child_stacks": child_stacks, "worker": worker_of is not None,
+                "linger": linger,
             }  # fmt: skip
             command = [sys.executable, "-m", "pytest_expiry.watchdog.main", json.dumps(settings)]
             shell = subprocess.run(

@@ -133,7 +133,9 @@ class ExpiryServer(TimerTable):
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the watchdog process: ``python -m pytest_expiry.watchdog.main SETTINGS``,
     SETTINGS a JSON object written by :mod:`pytest_expiry.watchdog.launch` (listen_fd, wake_fd,
-    stop_fd, directory, grace, signals, session_pid, session_token, report). JSON rather
+    stop_fd, directory, grace, signals, session_pid, session_token, report, child_stacks,
+    worker: the watchdog of an xdist worker, not of a session; linger: how long it keeps
+    the account of a hard kill of that worker for its controller). JSON rather
     than options: the watchdog starts during the session's own start-up, and argparse alone
     costs it 8 ms."""
     settings = json.loads((sys.argv[1:] if argv is None else argv)[0])
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         float(settings["grace"]),
         settings["directory"],
         report_path=settings["report"],
-        session_pid=session.pid,
+        session_pid=None if settings.get("worker") else session.pid,
         child_stacks=settings.get("child_stacks", "auto"),
     )
     server.start()
@@ -159,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
             thread.join()
     if not stopped and settings.get("session_token"):
         _end_what_the_session_left(settings["session_token"], session.started)
+    if not stopped and settings.get("linger"):
+        _keep_the_account(settings["directory"], float(settings["linger"]))
     import shutil  # noqa: PLC0415 - needed once, at the very end
 
     shutil.rmtree(settings["directory"], ignore_errors=True)
@@ -195,6 +199,22 @@ class _Session:
                     os.close(self._stop_fd)
                     self._stop_fd = None
         return False
+
+
+def _keep_the_account(directory: str, linger: float) -> None:
+    """An xdist worker's own watchdog that hard-killed its worker keeps its events until
+    the controller has read them (:func:`pytest_expiry.remote_accounts.collect` marks the
+    directory), for at most ``linger`` seconds: the worker could tell nobody."""
+    from pytest_expiry.remote_accounts import COLLECTED  # noqa: PLC0415
+
+    try:
+        with open(os.path.join(directory, EVENTS_NAME)) as events:
+            killed = any(json.loads(line)["event"] == "killing" for line in events if line.strip())
+    except (OSError, ValueError, KeyError):
+        return
+    end = clock() + linger
+    while killed and clock() < end and not os.path.exists(os.path.join(directory, COLLECTED)):
+        select.select([], [], [], 0.05)
 
 
 def _end_what_the_session_left(token: str, since: float) -> None:

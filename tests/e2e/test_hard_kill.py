@@ -69,6 +69,7 @@ def test_under_xdist_a_killed_test_fails_as_expired_once_and_the_session_goes_on
     )
     run.result.assert_outcomes(failed=3, passed=2)  # a killed test is never run again
     assert "maximum crashed workers reached" not in run.output
+    assert "own watchdog" not in run.output, "local workers share the controller's watchdog"
     for name in HUNG:
         case = run.testcase(name)
         failure = case.find("failure")
@@ -146,6 +147,45 @@ def test_a_dead_watchdog_is_reported_once_and_replaced_so_later_hangs_still_expi
     failure = run.testcase("test_hangs_later").find("failure")
     assert failure is not None and "Expired: still running" in failure.get("message", "")
     assert "INTERNALERROR" not in run.output
+
+
+def test_a_worker_whose_controllers_watchdog_died_has_its_hard_kills_reported(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
+    """The worker's own watchdog (started when it finds the controller's gone) keeps the
+    account of a hard kill for the controller, which reads it on this host."""
+    pytester.makepyfile(
+        """
+        import os
+
+        import psutil
+        import pytest
+
+        @pytest.mark.expires(30)  # listing every process can take a while on a busy machine
+        def test_kills_the_controllers_watchdog():
+            controller = f'"session_pid": {os.getppid()},'
+            for process in psutil.process_iter(["cmdline"]):
+                command = " ".join(process.info["cmdline"] or [])
+                if "pytest_expiry.watchdog" in command and controller in command:
+                    process.kill()
+                    process.wait()
+
+        def test_a():
+            pass
+
+        def test_holds_the_gil():
+            sum(range(10**15))
+
+        def test_last():
+            pass
+        """
+    )
+    run = run_pytest(f"--expiry={DEADLINE}", f"--expiry-grace={GRACE}", "-n", "1")
+    run.result.assert_outcomes(passed=3, failed=1)
+    failure = run.testcase("test_holds_the_gil").find("failure")
+    assert failure is not None, "a hard kill is a <failure>, not xdist's crash <error>"
+    assert "Expired: still running" in failure.get("message", "")
+    assert "crashed while running" not in run.output
 
 
 def test_a_failure_slow_to_format_is_not_mistaken_for_an_uninterruptible_test(

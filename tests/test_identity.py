@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import psutil
 import pytest
@@ -81,5 +83,34 @@ def test_the_watchdog_keeps_its_session_alive_when_the_clock_is_set(
         request.getfixturevalue("clock_is_set_forward")
         assert session.alive()
     finally:
+        os.close(write_end)
+        os.close(read_end)
+
+
+@linux_only
+def test_the_watchdog_takes_a_session_that_died_unreaped_for_gone() -> None:
+    """A killed session (a hard kill without xdist, SIGKILL from CI) is a zombie until its
+    parent reaps it. A parent that reads the session's output to its end first
+    (``subprocess.run(capture_output=True)``, ``$(pytest ...)``) waits for the watchdog,
+    which holds that output open. Before the fix the watchdog took the zombie for alive
+    (its start time is unchanged) and, its pidfd readable, spun on ``select`` until the
+    zombie was reaped: never, for such a parent."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    read_end, write_end = os.pipe()
+    try:
+        session = _Session(child.pid, read_end)
+        child.kill()
+        end = time.monotonic() + 10
+        while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < end, "the child did not die"
+            time.sleep(0.01)
+        outcome: list[bool] = []
+        waiting = threading.Thread(target=lambda: outcome.append(session.wait()), daemon=True)
+        waiting.start()
+        waiting.join(3.0)
+        assert outcome == [False], "the watchdog still waits for a session that died"
+    finally:
+        child.kill()
+        child.wait()  # reaped: a wait() that was still spinning ends too
         os.close(write_end)
         os.close(read_end)

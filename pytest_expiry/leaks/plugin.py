@@ -73,15 +73,16 @@ class LeakCheck:
 
     def _attach(self, report: pytest.TestReport, record: Record, title: str) -> None:
         """In ``fail`` mode a passed test fails with the record's text; otherwise the text
-        is a section of the report."""
+        is a section of the report (``report.sections``, beside its captured output), never
+        part of a teardown's own failure (its traceback, JUnit's ``<error>``)."""
         from pytest_expiry.report import carry, terminal  # noqa: PLC0415 - rare path
 
         if self.leaks.mode == "fail" and report.passed:
             report.outcome = "failed"
             report.longrepr = terminal.describe(record)
-            carry.add_record(report, record)
         else:
-            carry.attach(report, record, f"expiry: {title}")
+            report.sections.append((f"expiry: {title}", terminal.describe(record)))
+        carry.add_record(report, record)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, object, object]:

@@ -23,19 +23,18 @@ def add_record(report: pytest.TestReport | pytest.CollectReport, record: Record)
         getattr(report, "user_properties", []).append(prop)
 
 
-def attach(
-    report: pytest.TestReport | pytest.CollectReport, record: Record, title: str = "expiry"
-) -> None:
-    """:func:`add_record`, and the record's text as a section of the failure titled
-    ``title``."""
+def attach(report: pytest.TestReport | pytest.CollectReport, record: Record) -> None:
+    """:func:`add_record`, and an expiry's text as the ``expiry`` section of the failure
+    (a leak's text is a section of the report instead: see
+    :class:`~pytest_expiry.leaks.plugin.LeakCheck`)."""
     from pytest_expiry.report.terminal import describe  # noqa: PLC0415 - rare path
 
     text = describe(record)
     add_section = getattr(report.longrepr, "addsection", None)
     if add_section is not None:
-        add_section(title, text)
+        add_section("expiry", text)
     else:
-        report.sections.append((title, text))
+        report.sections.append(("expiry", text))
     add_record(report, record)
 
 

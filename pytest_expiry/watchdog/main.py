@@ -198,6 +198,10 @@ class _Session:
                 if not data:
                     os.close(self._stop_fd)
                     self._stop_fd = None
+            if self._pidfd is not None and self._pidfd in readable:
+                # it exited: unreaped, a zombie keeps its start time, but it is gone (and its
+                # parent may be reading our output to its end before it reaps it)
+                return False
         return False
 
 

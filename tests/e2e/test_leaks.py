@@ -160,6 +160,43 @@ def test_in_warn_mode_leaks_are_reported_and_left_alone(
     assert len(left) == 3  # and the daemon, a fork of pytest
 
 
+@pytest.mark.parametrize("mode", ["kill", "warn"])
+def test_a_leak_of_a_test_whose_teardown_failed_stays_a_section_of_its_own(
+    pytester: pytest.Pytester, run_pytest: RunPytest, mode: str
+) -> None:
+    """The leak's text is a section of the teardown's report, beside its captured output,
+    not part of the teardown's own failure: JUnit's <error> holds the teardown's traceback
+    alone, and --show-capture=no leaves the section out, as it does for captured output."""
+    pytester.makepyfile(
+        """
+        import subprocess, sys
+        import pytest
+
+        @pytest.fixture
+        def broken_teardown():
+            yield
+            raise RuntimeError("the teardown broke")
+
+        def test_leaks_and_its_teardown_fails(broken_teardown):
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        """
+    )
+    try:
+        run = run_pytest("--expiry=10", f"--expiry-leaks={mode}", "--show-capture=no")
+    finally:
+        end_leftovers()
+    run.result.assert_outcomes(passed=1, errors=1)
+    case = run.testcase("test_leaks_and_its_teardown_fails")
+    properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert "expiry_leaked" in properties
+    error = case.find("error")
+    assert error is not None and "the teardown broke" in (error.text or "")
+    assert "processes running" not in (error.text or "")
+    failures = run.result.stdout.str().partition("= expiry =")[0]
+    assert "expiry: leaked processes" not in failures
+    assert "LEAKED" in run.output  # the summary still says so
+
+
 def test_leak_detection_can_be_turned_off(pytester: pytest.Pytester, run_pytest: RunPytest) -> None:
     pytester.makepyfile(LEAKY)
     run = run_pytest("--expiry=10", "--expiry-leaks=off")

@@ -103,6 +103,8 @@ class ExpirySession:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         lines = summary_lines(self.log.records)
+        if self._settings.conflict and terminalreporter.verbosity < 0:  # -q: no header
+            lines.append(f"WARNING {self._settings.conflict}")
         if lines:
             terminalreporter.section("expiry")
             for line in lines:

@@ -80,6 +80,9 @@ class Settings:
     ``--timeout-disable-debugger-detection`` turns it off)."""
     header_notes: tuple[str, ...] = ()
     """Lines the session header adds: what pytest-timeout's spellings mean here."""
+    conflict: str | None = None
+    """A warning that another plugin enforces deadlines too (pytest-timeout), also in the
+    header; repeated in the summary when ``-q`` hides the header."""
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -110,6 +113,7 @@ class Settings:
             history=_path(config, "expiry_history"),
             debugger_pause=timeout_compat.debugger_detection(config) if compat else True,
             header_notes=_header_notes(config, compat, default),
+            conflict=None if compat else timeout_compat.both_enforce_warning(config, default),
         )
 
 

@@ -270,6 +270,18 @@ def test_with_both_plugins_enforcing_the_header_warns_once_with_what_to_do(
 
 
 @with_pytest_timeout
+def test_with_both_plugins_enforcing_and_no_header_the_summary_warns(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
+    """``-q`` hides the header: the warning is then the summary's last expiry line."""
+    pytester.makepyfile("def test_quick():\n    pass\n")
+    run = run_pytest("--expiry=5", "--timeout=5", "-q")
+    run.result.assert_outcomes(passed=1)
+    assert run.output.count("pytest-timeout is also enforcing") == 1, run.output
+    run.result.stdout.fnmatch_lines(["WARNING pytest-timeout is also enforcing deadlines*"])
+
+
+@with_pytest_timeout
 @pytest.mark.parametrize(
     "arguments",
     [["--expiry=5"], ["--timeout=5"], ["--expiry=5", "--timeout=5", "-p", "no:timeout"]],

@@ -62,7 +62,8 @@ HELLO, ARM, RELEASE = b"H", b"A", b"R"
 SOCKET_NAME, WAKE_NAME = "socket", "wake"
 STACKS_NAME, EVENTS_NAME, SCOPES_NAME = "stacks", "events.jsonl", "scopes"
 HEARTBEAT_NAME = "heartbeat"
-STOP = b"S"  # the session's word on the stop pipe: it is over
+STOP = b"S"  # the session's word on its stop socket: it is over
+RECORDED = b"E"  # the watchdog's word on the same socket: an event was recorded
 HEARTBEAT = struct.Struct("=d")
 DRAIN_INTERVAL = 0.5
 _BEAT_PATIENCE = 0.25

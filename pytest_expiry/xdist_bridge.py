@@ -78,7 +78,7 @@ class XdistBridge:
                     return event
             if not any(e["event"] == "killing" for e in events):
                 return None  # not killed by the watchdog: a crash of its own, known at once
-            time.sleep(0.02)
+            watchdog.await_event(end - time.monotonic())  # the account, as soon as it is written
         return None
 
     @pytest.hookimpl(optionalhook=True)

@@ -3,7 +3,12 @@ no deadline and no watchdog. The session's tag (:mod:`pytest_expiry.lineage`) is
 environment when the plugin is made and taken back, exactly, when it is closed; after each
 test's teardown, the processes it left running are reported (and, in ``kill``/``fail`` modes,
 ended), and so are the busy non-daemon threads it left; see :mod:`pytest_expiry.leaks` and
-:mod:`pytest_expiry.threadleaks`."""
+:mod:`pytest_expiry.threadleaks`.
+
+A test's window opens when its setup begins and closes when its teardown ends. The per-test
+hooks (:class:`TestLeakHooks`) are a plugin of their own, ``PER_TEST``: the runner, which has
+hooks at the same points, takes their work over and unregisters them (one hook call fewer in
+each phase, the most a session pays for leak detection)."""
 
 from __future__ import annotations
 
@@ -17,9 +22,11 @@ from pytest_expiry.leaks import LeakWatch
 from pytest_expiry.settings import Settings
 from pytest_expiry.threadleaks import ThreadWatch
 
-__all__ = ["EXIT_BLOCKERS_KEY", "LeakCheck"]
+__all__ = ["EXIT_BLOCKERS_KEY", "PER_TEST", "LeakCheck", "TestLeakHooks"]
 
 EXIT_BLOCKERS_KEY = "expiry_exit_blockers"
+PER_TEST = "expiry-leaks-per-test"
+"""The name under which :attr:`LeakCheck.per_test` is registered."""
 
 
 class LeakCheck:
@@ -31,6 +38,7 @@ class LeakCheck:
         lineage.join(self.token)
         self.leaks = LeakWatch(settings.leaks, settings.grace, self.token)
         self.threads = ThreadWatch()
+        self.per_test = TestLeakHooks(self)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """On an xdist worker: the threads that will hold its exit go to the controller with
@@ -44,21 +52,22 @@ class LeakCheck:
         if blockers:
             workeroutput[EXIT_BLOCKERS_KEY] = blockers
 
-    def pytest_runtest_logstart(self) -> None:
+    def begin(self) -> None:
+        """A test's setup begins: what is created from now on may be its leak."""
         self.leaks.begin()
         self.threads.begin()
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        changed = self.leaks.end_phase(call.when)
-        report = yield
-        if call.when == "teardown":
-            if changed:
-                self._check(item, report)
-            self._check_threads(item, report)
-        return report
+    def end_phase(self, when: str) -> bool:
+        """Phase ``when`` ended (before its report is made): whether any pid was allocated
+        since :meth:`begin`."""
+        return self.leaks.end_phase(when)
+
+    def after_teardown(self, item: pytest.Item, report: pytest.TestReport, changed: bool) -> None:
+        """The teardown's ``report`` is made: report on it what the test left running
+        (``changed``: :meth:`end_phase`'s answer for the teardown)."""
+        if changed:
+            self._check(item, report)
+        self._check_threads(item, report)
 
     def _check(self, item: pytest.Item, report: pytest.TestReport) -> None:
         record = self.leaks.check(item.nodeid)
@@ -117,3 +126,27 @@ class LeakCheck:
         finally:
             self.leaks.close()
             lineage.leave(self.token)
+
+
+class TestLeakHooks:
+    """The per-test hooks of a :class:`LeakCheck`, for a process without a runner (an xdist
+    worker whose controller has no watchdog); registered as ``PER_TEST``."""
+
+    __test__ = False  # not a test class, whatever its name
+
+    def __init__(self, check: LeakCheck) -> None:
+        self.check = check
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self) -> None:
+        self.check.begin()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        changed = self.check.end_phase(call.when)
+        report = yield
+        if call.when == "teardown":
+            self.check.after_teardown(item, report, changed)
+        return report

@@ -101,9 +101,11 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     runs_tests = workerinput is not None or getattr(config.option, "dist", "no") == "no"
     if settings.leaks != "off" and runs_tests:
-        from pytest_expiry.leakcheck import LeakCheck  # noqa: PLC0415
+        from pytest_expiry.leakcheck import PER_TEST, LeakCheck  # noqa: PLC0415
 
-        config.pluginmanager.register(LeakCheck(settings), _LEAKS)
+        leak_check = LeakCheck(settings)
+        config.pluginmanager.register(leak_check, _LEAKS)
+        config.pluginmanager.register(leak_check.per_test, PER_TEST)  # a runner may adopt them
     if settings.learn or settings.history:
         from pytest_expiry.learning import install  # noqa: PLC0415
 

@@ -9,7 +9,7 @@ bounded deadline.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -26,6 +26,9 @@ from pytest_expiry.settings import MarkerError, Settings
 from pytest_expiry.signals import ExpirySignals
 from pytest_expiry.stackhook import ChildEnvironment
 from pytest_expiry.timer.api import clock
+
+if TYPE_CHECKING:
+    from pytest_expiry.leakcheck import LeakCheck
 
 __all__ = ["DEADLINE", "ExpiryRunner"]
 
@@ -63,6 +66,7 @@ class ExpiryRunner:
         self._hung_modules = 0
         self._restarts = 0
         self._environment = ChildEnvironment()
+        self._leaks = _adopt_leak_hooks(config.pluginmanager)
 
     def _start_guard(self, fresh: bool = False) -> Guard | None:
         try:
@@ -162,6 +166,8 @@ class ExpiryRunner:
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
+        if self._leaks is not None:  # the test's window for leak detection opens
+            self._leaks.begin()
         self._start_attempt(item)
         return (yield from self._in_phase("setup"))
 
@@ -212,7 +218,11 @@ class ExpiryRunner:
                 from pytest_expiry.asyncdelivery import end_at_the_await  # noqa: PLC0415
 
                 end_at_the_await(expired, str(item.path))
+        leaks = self._leaks
+        changed = leaks.end_phase(call.when) if leaks is not None else False
         report = yield
+        if leaks is not None and call.when == "teardown":
+            leaks.after_teardown(item, report, changed)
         if guard is not None and scope is not None:
             if scope.expired_in == call.when:
                 self._complete_expiry(guard, scope, call, report, item)
@@ -368,6 +378,19 @@ class ExpiryRunner:
 
             # an xdist worker's exit, bounded as the controller's is (xdist waits 10 s)
             bound_exit(self._settings.exit, int(workeroutput.get("exitstatus", 0)))
+
+
+def _adopt_leak_hooks(manager: pytest.PytestPluginManager) -> LeakCheck | None:
+    """Take over the per-test hooks of leak detection (they run at the same points as the
+    runner's, in the same order: the runner's makereport wrapper is registered just outside
+    theirs), unless another makereport wrapper of the plugin's sits between the two."""
+    from pytest_expiry.leakcheck import PER_TEST, TestLeakHooks  # noqa: PLC0415
+
+    hooks = manager.get_plugin(PER_TEST)
+    if not isinstance(hooks, TestLeakHooks) or manager.has_plugin("expiry-durations"):
+        return None
+    manager.unregister(hooks)
+    return hooks.check
 
 
 class _FuncOnlyScopes:

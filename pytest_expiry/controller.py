@@ -4,18 +4,22 @@ expiry into the terminal summary and the JSON report."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_expiry._compat import capture_disabled, end_progress_line
 from pytest_expiry.exitguard import bound_exit
 from pytest_expiry.launcher import WatchdogProcess
-from pytest_expiry.report import ExpiryLog, slow_line
 from pytest_expiry.settings import Settings
 from pytest_expiry.signals import ExpirySignals
 
+if TYPE_CHECKING:  # the report's module is imported once there is something to report
+    from pytest_expiry.report import ExpiryLog
+
 __all__ = ["ExpiryController"]
+
+_SLOW_LINES = "expiry-slow-lines"
 
 
 class ExpiryController:
@@ -31,9 +35,18 @@ class ExpiryController:
         self._settings = settings
         self.signals = signals
         self.watchdog: WatchdogProcess | None = None
-        self.log = ExpiryLog()
+        self._log: ExpiryLog | None = None
         self._slow_lines: list[str] = []
         self.exit_status = 0
+
+    @property
+    def log(self) -> ExpiryLog:
+        """Every expiry, leak and SLOW record of the session (made on first use)."""
+        if self._log is None:
+            from pytest_expiry.report import ExpiryLog  # noqa: PLC0415
+
+            self._log = ExpiryLog()
+        return self._log
 
     def watchdog_address(self, fresh: bool = False) -> tuple[str, ExpirySignals]:
         """Start the watchdog if it is not running (or, ``fresh``, a new one in place of
@@ -76,13 +89,19 @@ class ExpiryController:
         if not records:
             return
         self.log.add_report(report)
-        self._slow_lines.extend(slow_line(r) for r in records if r["event"] == "slow")
+        from pytest_expiry.report import slow_line  # noqa: PLC0415 - a record, a rare path
 
-    @pytest.hookimpl(trylast=True)  # after the terminal reporter has ended the test's progress
-    def pytest_runtest_logfinish(self) -> None:
+        lines = [slow_line(r) for r in records if r["event"] == "slow"]
+        if lines:
+            self._slow_lines.extend(lines)
+            manager = self._config.pluginmanager
+            if not manager.has_plugin(_SLOW_LINES):  # the first SLOW test of the session
+                manager.register(_SlowLines(self), _SLOW_LINES)
+
+    def write_slow_lines(self) -> None:
         """SLOW lines go out once the test has ended (so never for a test that expired), each
         on its own line between pytest's progress lines."""
-        if not self._slow_lines:  # every test passes here: nothing to look up
+        if not self._slow_lines:
             return
         reporter: Any = self._config.pluginmanager.get_plugin("terminalreporter")
         lines, self._slow_lines = self._slow_lines, []
@@ -97,7 +116,7 @@ class ExpiryController:
             self.log.add_report(report)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        lines = self.log.summary_lines()
+        lines = self._log.summary_lines() if self._log is not None else []
         if lines:
             terminalreporter.section("expiry")
             for line in lines:
@@ -114,6 +133,18 @@ class ExpiryController:
             self.watchdog = None
         if self._settings.exit:
             bound_exit(self._settings.exit, self.exit_status)
+
+
+class _SlowLines:
+    """The hook that writes SLOW lines, registered once a test was slow (so that a session
+    without SLOW tests does not pay for a hook call at the end of each test)."""
+
+    def __init__(self, controller: ExpiryController) -> None:
+        self._controller = controller
+
+    @pytest.hookimpl(trylast=True)  # after the terminal reporter has ended the test's progress
+    def pytest_runtest_logfinish(self) -> None:
+        self._controller.write_slow_lines()
 
 
 def _native_unwinder() -> str:

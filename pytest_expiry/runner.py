@@ -21,7 +21,6 @@ from pytest_expiry.guard import ActiveScope, Guard
 from pytest_expiry.labels import name_xdist_worker
 from pytest_expiry.learning import deadline_source, resolve_deadline
 from pytest_expiry.native import allow_tracing_by
-from pytest_expiry.records import add_record, attach, report_marker_errors, where_it_hung
 from pytest_expiry.settings import MarkerError, Settings
 from pytest_expiry.signals import ExpirySignals
 from pytest_expiry.stackhook import ChildEnvironment
@@ -29,6 +28,8 @@ from pytest_expiry.timer.api import clock
 
 if TYPE_CHECKING:
     from pytest_expiry.leakcheck import LeakCheck
+
+# pytest_expiry.records (and the report's module it needs) is imported where a record is made
 
 __all__ = ["DEADLINE", "ExpiryRunner"]
 
@@ -120,6 +121,8 @@ class ExpiryRunner:
         if errors and not hasattr(self._config, "workerinput"):
             raise pytest.UsageError("invalid expiry markers:\n  " + "\n  ".join(errors.values()))
         if errors:  # an xdist worker cannot end the run with a usage error: report per item
+            from pytest_expiry.records import report_marker_errors  # noqa: PLC0415
+
             report_marker_errors(session, errors)
             items[:] = [item for item in items if item not in errors]
         manager = self._config.pluginmanager
@@ -243,6 +246,8 @@ class ExpiryRunner:
 
             record = expiry_record(scope.nodeid, "teardown", scope.seconds, elapsed, None)
             record.update(deadline_source(scope.owner, scope.seconds, self._settings))
+            from pytest_expiry.records import add_record  # noqa: PLC0415
+
             report.outcome = "failed"
             report.longrepr = (
                 f"pytest_expiry.Expired: ended after {elapsed:.2f} s, "
@@ -271,6 +276,8 @@ class ExpiryRunner:
         report: pytest.TestReport,
         item: pytest.Item,
     ) -> None:
+        from pytest_expiry.records import attach, where_it_hung  # noqa: PLC0415
+
         record = {**self._account(guard, scope, call.when), "attempt": item.stash.get(_ATTEMPT, 1)}
         record["hung_at"] = where_it_hung(call.excinfo)
         worker_id = getattr(self._config, "workerinput", {}).get("workerid")
@@ -316,6 +323,8 @@ class ExpiryRunner:
             if scope.expired_in is None:
                 guard.release()
         if scope.expired_in is not None:
+            from pytest_expiry.records import attach  # noqa: PLC0415
+
             record = self._account(guard, scope, "collect")
             guard.release()
             attach(report, record)
@@ -343,6 +352,8 @@ class ExpiryRunner:
                 "event": "slow", "nodeid": nodeid, "phase": report.when,
                 "deadline": seconds, "elapsed": round(elapsed, 4),
             }  # fmt: skip
+            from pytest_expiry.records import add_record  # noqa: PLC0415
+
             add_record(report, record)
 
     def _warn(self, problem: str) -> None:

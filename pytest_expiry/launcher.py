@@ -50,6 +50,7 @@ class WatchdogProcess:
         self.pid = pid
         self._stop_fd = stop_fd
         self._pidfd = _open_pidfd(pid)
+        self._killed = False
 
     @classmethod
     def launch(
@@ -120,17 +121,18 @@ class WatchdogProcess:
         """Tell the watchdog the session is over. Every escalation's outcome has been awaited
         by then (or read from ``events.jsonl``), so nothing it could still do matters.
 
-        A watchdog that runs (its heartbeat is fresh: it woke within two drains, or was
-        launched that recently) is not waited for: it ends its escalations, removes the
-        session's files and exits by itself, a few milliseconds after reading the stop word
-        (or after its start-up, if the session was shorter than that). One that does not run
-        (stopped or wedged) gets ``_STOP_WAIT`` to exit, is killed, and its files removed."""
+        A watchdog that runs (alive, not killed, and its heartbeat is fresh: it woke within
+        two drains, or was launched that recently) is not waited for: it ends its escalations,
+        removes the session's files and exits by itself, a few milliseconds after reading the
+        stop word (or after its start-up, if the session was shorter than that). One that does
+        not run (stopped, wedged, dead or killed) gets ``_STOP_WAIT`` to exit, is killed, and
+        its files are removed here."""
         with contextlib.suppress(OSError):
             os.write(self._stop_fd, STOP)
         with contextlib.suppress(OSError):
             os.close(self._stop_fd)
         self._stop_fd = -1
-        running = self._running()
+        running = not self._killed and not self._wait_gone(0) and self._running()
         if not running and not self._wait_gone(_STOP_WAIT):
             self.kill()
         if self._pidfd is not None:
@@ -158,6 +160,7 @@ class WatchdogProcess:
     def kill(self) -> None:
         """End a watchdog that does not answer (stopped, or wedged): SIGKILL, by its pidfd
         where there is one, so that a recycled pid is never hit."""
+        self._killed = True  # it cannot remove the session's files: stop() does
         with contextlib.suppress(OSError):
             if self._pidfd is not None:
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)

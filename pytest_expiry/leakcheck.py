@@ -22,7 +22,7 @@ from pytest_expiry.leaks import LeakWatch
 from pytest_expiry.settings import Settings
 from pytest_expiry.threadleaks import ThreadWatch
 
-__all__ = ["EXIT_BLOCKERS_KEY", "PER_TEST", "LeakCheck", "TestLeakHooks"]
+__all__ = ["EXIT_BLOCKERS_KEY", "PER_TEST", "LeakCheck", "TestLeakHooks", "adopt_per_test_hooks"]
 
 EXIT_BLOCKERS_KEY = "expiry_exit_blockers"
 PER_TEST = "expiry-leaks-per-test"
@@ -150,3 +150,17 @@ class TestLeakHooks:
         if call.when == "teardown":
             self.check.after_teardown(item, report, changed)
         return report
+
+
+def adopt_per_test_hooks(manager: pytest.PytestPluginManager) -> LeakCheck | None:
+    """For the runner: take over the per-test hooks of leak detection, and return the
+    :class:`LeakCheck` whose :meth:`~LeakCheck.begin`, :meth:`~LeakCheck.end_phase` and
+    :meth:`~LeakCheck.after_teardown` the runner then calls at the same points (its
+    makereport wrapper is registered just outside theirs). None, and nothing taken over,
+    when leak detection is off or another makereport wrapper of the plugin's sits between
+    the two (the learned deadlines' duration probe)."""
+    hooks = manager.get_plugin(PER_TEST)
+    if not isinstance(hooks, TestLeakHooks) or manager.has_plugin("expiry-durations"):
+        return None
+    manager.unregister(hooks)
+    return hooks.check

@@ -9,7 +9,7 @@ bounded deadline.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
@@ -25,9 +25,6 @@ from pytest_expiry.settings import MarkerError, Settings
 from pytest_expiry.signals import ExpirySignals
 from pytest_expiry.stackhook import ChildEnvironment
 from pytest_expiry.timer.api import clock
-
-if TYPE_CHECKING:
-    from pytest_expiry.leakcheck import LeakCheck
 
 # pytest_expiry.records (and the report's module it needs) is imported where a record is made
 
@@ -67,7 +64,9 @@ class ExpiryRunner:
         self._hung_modules = 0
         self._restarts = 0
         self._environment = ChildEnvironment()
-        self._leaks = _adopt_leak_hooks(config.pluginmanager)
+        from pytest_expiry.leakcheck import adopt_per_test_hooks  # noqa: PLC0415
+
+        self._leaks = adopt_per_test_hooks(config.pluginmanager)  # None: leak detection is off
 
     def _start_guard(self, fresh: bool = False) -> Guard | None:
         try:
@@ -389,19 +388,6 @@ class ExpiryRunner:
 
             # an xdist worker's exit, bounded as the controller's is (xdist waits 10 s)
             bound_exit(self._settings.exit, int(workeroutput.get("exitstatus", 0)))
-
-
-def _adopt_leak_hooks(manager: pytest.PytestPluginManager) -> LeakCheck | None:
-    """Take over the per-test hooks of leak detection (they run at the same points as the
-    runner's, in the same order: the runner's makereport wrapper is registered just outside
-    theirs), unless another makereport wrapper of the plugin's sits between the two."""
-    from pytest_expiry.leakcheck import PER_TEST, TestLeakHooks  # noqa: PLC0415
-
-    hooks = manager.get_plugin(PER_TEST)
-    if not isinstance(hooks, TestLeakHooks) or manager.has_plugin("expiry-durations"):
-        return None
-    manager.unregister(hooks)
-    return hooks.check
 
 
 class _FuncOnlyScopes:

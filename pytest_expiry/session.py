@@ -18,6 +18,8 @@ from pytest_expiry.watchdog.launch import WatchdogProcess
 
 __all__ = ["ExpirySession"]
 
+_SLOW_LINES = "expiry-slow-lines"
+
 
 class ExpirySession:
     def __init__(
@@ -81,13 +83,17 @@ class ExpirySession:
         if not records:
             return
         self.log.add_report(report)
-        self._slow_lines.extend(slow_line(r) for r in records if r["event"] == "slow")
+        lines = [slow_line(r) for r in records if r["event"] == "slow"]
+        if lines:
+            self._slow_lines.extend(lines)
+            manager = self._config.pluginmanager
+            if not manager.has_plugin(_SLOW_LINES):  # the first SLOW test of the session
+                manager.register(_SlowLines(self), _SLOW_LINES)
 
-    @pytest.hookimpl(trylast=True)  # after the terminal reporter has ended the test's progress
-    def pytest_runtest_logfinish(self) -> None:
+    def write_slow_lines(self) -> None:
         """SLOW lines go out once the test has ended (so never for a test that expired), each
         on its own line between pytest's progress lines."""
-        if not self._slow_lines:  # every test passes here: nothing to look up
+        if not self._slow_lines:
             return
         reporter: Any = self._config.pluginmanager.get_plugin("terminalreporter")
         lines, self._slow_lines = self._slow_lines, []
@@ -123,6 +129,18 @@ class ExpirySession:
             self.watchdog = None
         if self._settings.exit:
             bound_exit(self._settings.exit, self.exit_status)
+
+
+class _SlowLines:
+    """The hook that writes SLOW lines, registered once a test was slow (so that a session
+    without SLOW tests does not pay for a hook call at the end of each test)."""
+
+    def __init__(self, session: ExpirySession) -> None:
+        self._session = session
+
+    @pytest.hookimpl(trylast=True)  # after the terminal reporter has ended the test's progress
+    def pytest_runtest_logfinish(self) -> None:
+        self._session.write_slow_lines()
 
 
 def _native_unwinder() -> str:

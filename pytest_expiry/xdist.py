@@ -108,7 +108,7 @@ class XdistBridge:
                     return event
             if not any(e["event"] == "killing" for e in events):
                 return None  # not killed by the watchdog: a crash of its own, known at once
-            time.sleep(0.02)
+            watchdog.await_event(end - time.monotonic())  # the account, as soon as it is written
         return None
 
     def _own_watchdog_event(self, nodeid: str, node: Any) -> dict[str, Any] | None:

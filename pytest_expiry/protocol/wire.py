@@ -52,6 +52,7 @@ __all__ = [
     "FRAME",
     "HELLO",
     "MAX_PAYLOAD",
+    "RECORDED",
     "RELEASED",
     "SLOT",
     "STACKS_NAME",
@@ -65,7 +66,8 @@ HELLO = b"H"
 SOCKET_NAME, WAKE_NAME = "socket", "wake"
 STACKS_NAME, EVENTS_NAME, SCOPES_NAME = "stacks", "events.jsonl", "scopes"
 HEARTBEAT_NAME = "heartbeat"
-STOP = b"S"  # the session's word on the stop pipe: it is over
+STOP = b"S"  # the session's word on its stop socket: it is over
+RECORDED = b"E"  # the watchdog's word on the same socket: an event was recorded
 HEARTBEAT = struct.Struct("=d")
 DRAIN_INTERVAL = 0.5
 URGENT_WITHIN = 4 * DRAIN_INTERVAL

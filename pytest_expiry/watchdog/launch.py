@@ -14,6 +14,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,8 +22,17 @@ import time
 from typing import Any
 
 from pytest_expiry import remote_accounts as accounts
-from pytest_expiry.protocol.wire import EVENTS_NAME, STOP, bind_sockets, stacks_directory
+from pytest_expiry.protocol.wire import (
+    DRAIN_INTERVAL,
+    EVENTS_NAME,
+    HEARTBEAT,
+    HEARTBEAT_NAME,
+    STOP,
+    bind_sockets,
+    stacks_directory,
+)
 from pytest_expiry.signals import ExpirySignals
+from pytest_expiry.timer.api import clock
 
 __all__ = ["WatchdogProcess"]
 
@@ -41,6 +51,7 @@ class WatchdogProcess:
         self.pid = pid
         self._stop_fd = stop_fd
         self._pidfd = _open_pidfd(pid)
+        self._killed = False
 
     @classmethod
     def launch(
@@ -70,9 +81,10 @@ class WatchdogProcess:
         except OSError:
             shutil.rmtree(directory, ignore_errors=True)
             raise
-        stop_read, stop_write = os.pipe()
+        # the stop word goes one way; the watchdog's "an event was recorded" the other
+        session_end, watchdog_end = (end.detach() for end in socket.socketpair())
         try:
-            fds = [listener.fileno(), waker.fileno(), stop_read]
+            fds = [listener.fileno(), waker.fileno(), watchdog_end]
             settings = {
                 "listen_fd": fds[0], "wake_fd": fds[1], "stop_fd": fds[2],
                 "directory": directory, "grace": grace, "signals": signals.encode(),
@@ -88,14 +100,27 @@ class WatchdogProcess:
             )  # fmt: skip
             pid = int(shell.stdout.split()[-1])
         except BaseException:
-            os.close(stop_write)
+            os.close(session_end)
             shutil.rmtree(directory, ignore_errors=True)
             raise
         finally:
             listener.close()
             waker.close()
-            os.close(stop_read)
-        return cls(directory, pid, stop_write)
+            os.close(watchdog_end)
+        return cls(directory, pid, session_end)
+
+    def await_event(self, timeout: float) -> None:
+        """Wait until the watchdog has recorded an event since the last call (at once if it
+        has), or ``timeout`` seconds; then read :meth:`events`. Nothing is waited for once
+        the session has stopped the watchdog."""
+        if self._stop_fd < 0:
+            return
+        try:
+            readable, _, _ = select.select([self._stop_fd], [], [], max(0.0, timeout))
+            while readable and os.read(self._stop_fd, 4096) and _ready(self._stop_fd):
+                pass  # one word per event: all of them are read at once
+        except (OSError, ValueError):
+            return
 
     def events(self) -> list[dict[str, Any]]:
         """Every event the watchdog recorded this session."""
@@ -106,23 +131,49 @@ class WatchdogProcess:
             return []
 
     def stop(self) -> None:
-        """Tell the watchdog the session is over, give it a moment to finish, and remove the
-        session's files. Every escalation's outcome has been awaited by then (or read from
-        ``events.jsonl``), so nothing it could still do matters."""
+        """Tell the watchdog the session is over. Every escalation's outcome has been awaited
+        by then (or read from ``events.jsonl``), so nothing it could still do matters.
+
+        A watchdog that runs (alive, not killed, and its heartbeat is fresh: it woke within
+        two drains, or was launched that recently) is not waited for: it ends its escalations,
+        removes the session's files and exits by itself, a few milliseconds after reading the
+        stop word (or after its start-up, if the session was shorter than that). One that does
+        not run (stopped, wedged, dead or killed) gets ``_STOP_WAIT`` to exit, is killed, and
+        its files are removed here."""
         with contextlib.suppress(OSError):
             os.write(self._stop_fd, STOP)
         with contextlib.suppress(OSError):
             os.close(self._stop_fd)
-        if not self._wait_gone(_STOP_WAIT):
+        self._stop_fd = -1
+        running = not self._killed and not self._wait_gone(0) and self._running()
+        if not running and not self._wait_gone(_STOP_WAIT):
             self.kill()
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if not running:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _running(self) -> bool:
+        """Whether the watchdog's heartbeat is fresh (see :mod:`pytest_expiry.protocol.wire`)."""
+        try:
+            fd = os.open(os.path.join(self.directory, HEARTBEAT_NAME), os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            data = os.pread(fd, HEARTBEAT.size, 0)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        if len(data) != HEARTBEAT.size:
+            return False
+        return bool(clock() - HEARTBEAT.unpack(data)[0] <= 2 * DRAIN_INTERVAL)
 
     def kill(self) -> None:
         """End a watchdog that does not answer (stopped, or wedged): SIGKILL, by its pidfd
         where there is one, so that a recycled pid is never hit."""
+        self._killed = True  # it cannot remove the session's files: stop() does
         with contextlib.suppress(OSError):
             if self._pidfd is not None:
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
@@ -138,6 +189,10 @@ class WatchdogProcess:
                 return True
             time.sleep(0.01)
         return False
+
+
+def _ready(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def _open_pidfd(pid: int) -> int | None:

@@ -3,13 +3,14 @@
 The pytest process (the controller, under xdist) launches it once per session
 (:mod:`pytest_expiry.watchdog.launch`). It is a separate process so that nothing a test does (a C
 call holding the GIL, a swallowed exception, a frozen main thread) can stop it. It runs until
-the session writes the stop word on its stop pipe, or until the session's process is gone,
+the session writes the stop word on its stop socket, or until the session's process is gone,
 however it went (a pidfd tells at once where there is one). It is not a child of the session:
 the launcher detaches it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -26,7 +27,7 @@ import psutil
 
 from pytest_expiry import procs
 from pytest_expiry.protocol.server import ALL_SCOPES, SocketRequestQueue
-from pytest_expiry.protocol.wire import EVENTS_NAME, STACKS_NAME, STOP
+from pytest_expiry.protocol.wire import EVENTS_NAME, RECORDED, STACKS_NAME, STOP
 from pytest_expiry.signals import ExpirySignals, parse_signals
 from pytest_expiry.timer.api import TimerRequest, clock
 from pytest_expiry.timer.table import TimerTable
@@ -50,6 +51,7 @@ class ExpiryServer(TimerTable):
         report_path: str | None = None,
         session_pid: int | None = None,
         child_stacks: str = "auto",
+        notify_fd: int | None = None,
     ) -> None:
         super().__init__(request_queue, max_interval=60.0, daemon=True)
         self._queue = request_queue
@@ -61,6 +63,7 @@ class ExpiryServer(TimerTable):
         self._report_path = report_path
         self._events_path = os.path.join(directory, EVENTS_NAME)
         self._events_lock = threading.Lock()
+        self._notify = socket.socket(fileno=notify_fd) if notify_fd is not None else None
         self._escalations: dict[Any, Escalation] = {}
 
     def register_timers(self, timer_requests: list[TimerRequest]) -> None:
@@ -100,17 +103,25 @@ class ExpiryServer(TimerTable):
         return True
 
     def _deliver(self, pid: int, event: dict[str, Any]) -> bool:
-        with self._events_lock, open(self._events_path, "a") as events:
-            events.write(json.dumps(event) + "\n")
+        self._record(event)
         return self._queue.send_event(pid, event)
+
+    def _record(self, event: dict[str, Any]) -> None:
+        """Append ``event`` to the session's event log, and tell the session's process (the
+        xdist controller waits for the account of a worker it saw die)."""
+        with self._events_lock:
+            with open(self._events_path, "a") as events:
+                events.write(json.dumps(event) + "\n")
+            # full (nobody reads) or gone (the session ended): the log holds it all the same
+            if self._notify is not None:
+                with contextlib.suppress(OSError):
+                    self._notify.send(RECORDED, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
 
     def _before_hard_kill(self, pid: int, event: dict[str, Any]) -> None:
         """A test process is about to be killed. Its killing is logged first, so that whoever
         sees it die (the xdist controller) knows at once to wait for the account; and if it
         is the session itself, nobody else is left to tell: the report is written here."""
-        with self._events_lock, open(self._events_path, "a") as events:
-            notice = {"event": "killing", "nodeid": event["nodeid"], "pid": pid}
-            events.write(json.dumps(notice) + "\n")
+        self._record({"event": "killing", "nodeid": event["nodeid"], "pid": pid})
         if pid != self._session_pid:
             return
         from pytest_expiry.record import hard_killed  # noqa: PLC0415
@@ -152,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         report_path=settings["report"],
         session_pid=None if settings.get("worker") else session.pid,
         child_stacks=settings.get("child_stacks", "auto"),
+        notify_fd=os.dup(int(settings["stop_fd"])),  # the session may close its own copy
     )
     server.start()
     stopped = session.wait()
@@ -163,9 +175,42 @@ def main(argv: list[str] | None = None) -> None:
         _end_what_the_session_left(settings["session_token"], session.started)
     if not stopped and settings.get("linger"):
         _keep_the_account(settings["directory"], float(settings["linger"]))
-    import shutil  # noqa: PLC0415 - needed once, at the very end
+    _remove_tree(settings["directory"])
+    if argv is None:  # the process: the session waits for its exit, which need not tidy up
+        _exit_now()
 
-    shutil.rmtree(settings["directory"], ignore_errors=True)
+
+def _remove_tree(path: str) -> None:
+    """Remove the session's directory (``shutil.rmtree`` would import three compression
+    modules to do it, at the moment the session waits for this process to exit)."""
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                _remove_tree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
+
+
+def _exit_now() -> None:
+    """End the process at once: every thread was joined and every file written, and the
+    interpreter's own finalization (tens of milliseconds) would only delay the session,
+    which waits for this exit."""
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.flush()
+    os._exit(0)
 
 
 class _Session:
@@ -186,7 +231,7 @@ class _Session:
     def wait(self) -> bool:
         """Until the session says it is over (True) or its process is gone (False).
 
-        The stop pipe closing without the word is not the end: the session may have closed
+        The stop socket closing without the word is not the end: the session may have closed
         its descriptors, or exec'd another program, and its armed scope still holds."""
         while self.alive():
             watched = [fd for fd in (self._stop_fd, self._pidfd) if fd is not None]

@@ -4,7 +4,7 @@
   plain pytest, or in the xdist controller);
 * :class:`~pytest_expiry.scoping.ScopeHooks` arms a scope per test (in the process that runs
   tests: plain pytest, or each xdist worker, which reaches its controller's watchdog, or runs
-  its own on another host: :mod:`pytest_expiry.worker`).
+  its own on another host: :mod:`pytest_expiry.xdist.worker`).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def _signals() -> ExpirySignals:
 @pytest.hookimpl(wrapper=True)
 def pytest_cmdline_main(config: pytest.Config) -> Any:
     if config.getoption("expiry_isolate") and not hasattr(config, "workerinput"):
-        from pytest_expiry.xdist import isolate_with_one_worker  # noqa: PLC0415
+        from pytest_expiry.xdist.controller import isolate_with_one_worker  # noqa: PLC0415
 
         isolate_with_one_worker(config)
     return (yield)
@@ -120,11 +120,11 @@ def _configure_worker(
     config: pytest.Config, settings: Settings, workerinput: dict[str, Any]
 ) -> None:
     """An xdist worker runs tests against its controller's watchdog, or its own."""
-    from pytest_expiry.xdist import WORKER_KEY  # noqa: PLC0415
+    from pytest_expiry.xdist.controller import WORKER_KEY  # noqa: PLC0415
 
     card = workerinput.get(WORKER_KEY)
     if card is not None:
-        from pytest_expiry.worker import worker_watchdog  # noqa: PLC0415
+        from pytest_expiry.xdist.worker import worker_watchdog  # noqa: PLC0415
 
         found = worker_watchdog(config, settings, card, str(workerinput.get("workerid")))
         if found is not None:
@@ -140,7 +140,7 @@ def _configure_session(config: pytest.Config, settings: Settings) -> None:
     controller = ExpirySession(config, settings, _signals(), session_deadline)
     config.pluginmanager.register(controller, _CONTROLLER)
     if getattr(config.option, "dist", "no") != "no" and not config.option.collectonly:
-        from pytest_expiry.xdist import XdistBridge  # noqa: PLC0415
+        from pytest_expiry.xdist.controller import XdistBridge  # noqa: PLC0415
 
         config.pluginmanager.register(XdistBridge(controller), "expiry-xdist")
     else:

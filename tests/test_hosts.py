@@ -13,12 +13,11 @@ from typing import Any
 import execnet
 import pytest
 
-from pytest_expiry import hosts
-from pytest_expiry import remote_accounts as accounts
-from pytest_expiry.placement import placement_line
 from pytest_expiry.protocol.wire import EVENTS_NAME
 from pytest_expiry.timer.api import clock
-from pytest_expiry.worker import session_budget
+from pytest_expiry.xdist import accounts, hosts
+from pytest_expiry.xdist.placement import placement_line
+from pytest_expiry.xdist.worker import session_budget
 
 
 def _card(directory: Path, session: float = 0.0) -> dict[str, Any]:

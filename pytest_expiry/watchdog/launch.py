@@ -21,7 +21,6 @@ import tempfile
 import time
 from typing import Any
 
-from pytest_expiry import remote_accounts as accounts
 from pytest_expiry.protocol.wire import (
     DRAIN_INTERVAL,
     EVENTS_NAME,
@@ -33,6 +32,7 @@ from pytest_expiry.protocol.wire import (
 )
 from pytest_expiry.signals import ExpirySignals
 from pytest_expiry.timer.api import clock
+from pytest_expiry.xdist import accounts
 
 __all__ = ["WatchdogProcess"]
 
@@ -66,7 +66,7 @@ class WatchdogProcess:
 
         ``worker_of`` (nonce, worker id): the watchdog of an xdist worker that cannot reach
         its controller's. Its directory is then where the controller looks for the account
-        of a hard kill (:mod:`pytest_expiry.remote_accounts`), and it keeps that account after the
+        of a hard kill (:mod:`pytest_expiry.xdist.accounts`), and it keeps that account after the
         worker is gone until the controller has read it."""
         parent: str | None = None if len(tempfile.gettempdir()) < 60 else "/tmp"
         prefix, linger = "pytest-expiry-", 0.0

@@ -252,9 +252,9 @@ class _Session:
 
 def _keep_the_account(directory: str, linger: float) -> None:
     """An xdist worker's own watchdog that hard-killed its worker keeps its events until
-    the controller has read them (:func:`pytest_expiry.remote_accounts.collect` marks the
+    the controller has read them (:func:`pytest_expiry.xdist.accounts.collect` marks the
     directory), for at most ``linger`` seconds: the worker could tell nobody."""
-    from pytest_expiry.remote_accounts import COLLECTED  # noqa: PLC0415
+    from pytest_expiry.xdist.accounts import COLLECTED  # noqa: PLC0415
 
     try:
         with open(os.path.join(directory, EVENTS_NAME)) as events:

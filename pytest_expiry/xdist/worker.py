@@ -1,10 +1,10 @@
 """An xdist worker's side: which watchdog guards its tests, and its session budget.
 
 A worker that shares its controller's host (same boot, same ``/tmp``, same user:
-:func:`pytest_expiry.hosts.join_shared`) uses the controller's watchdog. Any other one runs
+:func:`pytest_expiry.xdist.hosts.join_shared`) uses the controller's watchdog. Any other one runs
 a watchdog of its own on its host, with the same settings, started by its first test that
 has a deadline; its hard kills are then collected by the controller from that host
-(:mod:`pytest_expiry.remote_accounts`).
+(:mod:`pytest_expiry.xdist.accounts`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_expiry.budget import SessionBudget
-from pytest_expiry.hosts import join_shared
 from pytest_expiry.signals import ExpirySignals, parse_signals
 from pytest_expiry.timer.api import clock
+from pytest_expiry.xdist.hosts import join_shared
 
 if TYPE_CHECKING:
     from pytest_expiry.settings import Settings
@@ -30,7 +30,7 @@ def worker_watchdog(
     config: pytest.Config, settings: Settings, card: dict[str, Any], worker: str
 ) -> tuple[WorkerWatchdog, SessionBudget | None] | None:
     """A worker's way to its watchdog and its session budget, given its controller's card
-    (:func:`pytest_expiry.hosts.controller_card`); None, with a warning that reaches the
+    (:func:`pytest_expiry.xdist.hosts.controller_card`); None, with a warning that reaches the
     controller, for a worker that does not run in its process's main thread (the interrupt
     is a signal, which only the main thread handles)."""
     if threading.current_thread() is not threading.main_thread():

@@ -29,7 +29,7 @@ class Placement:
     def add(self, worker: str, spec: Any, shared: bool) -> str | None:
         if self._hosts is None:
             return None
-        from pytest_expiry.hosts import host_label  # noqa: PLC0415
+        from pytest_expiry.xdist.hosts import host_label  # noqa: PLC0415
 
         self._hosts[worker] = (_THIS_HOST, False) if shared else (host_label(spec), True)
         if len(self._hosts) < self._expected:
@@ -53,12 +53,12 @@ def placement_line(workers: list[tuple[str, bool]]) -> str | None:
 
 
 def collect_on_host(spec: Any, prefix: str, nodeid: str, wait: float) -> dict[str, Any] | None:
-    """Run :func:`pytest_expiry.remote_accounts.collect` on the host of a worker's ``--tx`` spec,
+    """Run :func:`pytest_expiry.xdist.accounts.collect` on the host of a worker's ``--tx`` spec,
     through a gateway of its own (the worker's is gone with it). None when the host cannot
     be reached or has no account: xdist's crash report then stands."""
     import execnet  # noqa: PLC0415
 
-    from pytest_expiry import remote_accounts as accounts  # noqa: PLC0415
+    from pytest_expiry.xdist import accounts  # noqa: PLC0415
 
     group = execnet.Group()
     try:

@@ -9,8 +9,8 @@ with the stacks and the real elapsed time. With ``--dist loadscope/loadfile`` th
 test's group goes back to the queue; the test itself is marked done so that it is not run
 again on the replacement worker.
 
-A worker on another host (:mod:`pytest_expiry.hosts`) runs its own watchdog; the account of
-its hard kill is read on that host (:func:`pytest_expiry.placement.collect_on_host`).
+A worker on another host (:mod:`pytest_expiry.xdist.hosts`) runs its own watchdog; the account of
+its hard kill is read on that host (:func:`pytest_expiry.xdist.placement.collect_on_host`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_expiry._compat import end_progress_line, mark_done_in_xdist_queue
-from pytest_expiry.placement import Placement, collect_on_host
+from pytest_expiry.xdist.placement import Placement, collect_on_host
 
 if TYPE_CHECKING:  # workers read WORKER_KEY only: they need none of the controller's side
     from pytest_expiry.session import ExpirySession
@@ -71,8 +71,8 @@ class XdistBridge:
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         """Each worker gets the controller's card: where its watchdog is, and what a worker
-        that cannot reach it needs to run its own (:mod:`pytest_expiry.hosts`)."""
-        from pytest_expiry.hosts import controller_card  # noqa: PLC0415
+        that cannot reach it needs to run its own (:mod:`pytest_expiry.xdist.hosts`)."""
+        from pytest_expiry.xdist.hosts import controller_card  # noqa: PLC0415
 
         directory, signals = self._controller.watchdog_address()
         deadline, budget = self._controller.session_deadline, self._controller.settings.session
@@ -88,7 +88,7 @@ class XdistBridge:
     def pytest_testnodeready(self, node: Any) -> None:
         """Once every worker is up, say which of them run a watchdog of their own (once,
         and only if one does)."""
-        from pytest_expiry.hosts import shares  # noqa: PLC0415
+        from pytest_expiry.xdist.hosts import shares  # noqa: PLC0415
 
         directory, _signals = self._controller.watchdog_address()
         worker = node.gateway.id
@@ -114,8 +114,8 @@ class XdistBridge:
     def _own_watchdog_event(self, nodeid: str, node: Any) -> dict[str, Any] | None:
         """The account of a worker that ran its own watchdog: read on this host, or, for a
         worker that did not share this host's watchdog, on its own host through execnet."""
-        from pytest_expiry import remote_accounts as accounts  # noqa: PLC0415
-        from pytest_expiry.hosts import shares  # noqa: PLC0415
+        from pytest_expiry.xdist import accounts  # noqa: PLC0415
+        from pytest_expiry.xdist.hosts import shares  # noqa: PLC0415
 
         worker = getattr(getattr(node, "gateway", None), "id", None)
         if worker is None or self._nonce is None:

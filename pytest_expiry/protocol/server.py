@@ -26,20 +26,7 @@ from typing import Any
 import psutil
 
 from pytest_expiry import procs
-from pytest_expiry.protocol.wire import (
-    DRAIN_INTERVAL,
-    FRAME,
-    HEARTBEAT,
-    HEARTBEAT_NAME,
-    HELLO,
-    MAX_PAYLOAD,
-    RELEASED,
-    SCOPES_NAME,
-    SLOT,
-    SLOT_NAME_AT,
-    SLOT_SEQUENCE,
-    SLOT_SIZE,
-)
+from pytest_expiry.protocol import wire
 from pytest_expiry.timer.api import RequestQueue, TimerRequest, clock
 
 __all__ = ["ALL_SCOPES", "ScopeRequest", "SocketRequestQueue"]
@@ -99,8 +86,8 @@ def _alive(peer: _Peer) -> bool:
 
 
 def _map_heartbeat(directory: str) -> mmap.mmap:
-    with open(os.path.join(directory, HEARTBEAT_NAME), "r+b") as heartbeat:
-        return mmap.mmap(heartbeat.fileno(), HEARTBEAT.size)
+    with open(os.path.join(directory, wire.HEARTBEAT_NAME), "r+b") as heartbeat:
+        return mmap.mmap(heartbeat.fileno(), wire.HEARTBEAT.size)
 
 
 def _map_slot(scopes: str, name: str) -> _Slot:
@@ -115,9 +102,9 @@ def _map_slot(scopes: str, name: str) -> _Slot:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
             raise ValueError(f"not a slot: {path}")
-        if info.st_size < SLOT_SIZE:
+        if info.st_size < wire.SLOT_SIZE:
             raise ValueError(f"slot too small: {path}")
-        return _Slot(mmap.mmap(fd, SLOT_SIZE, access=mmap.ACCESS_READ), path)
+        return _Slot(mmap.mmap(fd, wire.SLOT_SIZE, access=mmap.ACCESS_READ), path)
     finally:
         os.close(fd)
 
@@ -125,14 +112,14 @@ def _map_slot(scopes: str, name: str) -> _Slot:
 class SocketRequestQueue(RequestQueue):
     """Accepts test processes; turns their slots and frames into requests.
 
-    Slots and peers are read on every ``get`` (at least each ``DRAIN_INTERVAL``, sooner when
+    Slots and peers are read on every ``get`` (at least each ``wire.DRAIN_INTERVAL``, sooner when
     a wake byte arrives), except peers under :meth:`watch`, whose next frame is awaited.
     """
 
     def __init__(self, listener: socket.socket, waker: socket.socket) -> None:
         self._listener = listener
         self._waker = waker
-        self._scopes = os.path.join(os.path.dirname(listener.getsockname()), SCOPES_NAME)
+        self._scopes = os.path.join(os.path.dirname(listener.getsockname()), wire.SCOPES_NAME)
         self._selector = selectors.DefaultSelector()
         self._selector.register(listener, selectors.EVENT_READ)
         self._selector.register(waker, selectors.EVENT_READ)
@@ -167,14 +154,14 @@ class SocketRequestQueue(RequestQueue):
     def get(self, size: int, timeout: float) -> list[TimerRequest]:
         if not self._ready:
             retry = 0 < self._torn <= _TORN_RETRIES
-            wait = _RETRY_TORN if retry else min(timeout, DRAIN_INTERVAL)
+            wait = _RETRY_TORN if retry else min(timeout, wire.DRAIN_INTERVAL)
             for key, _ in self._selector.select(wait):
                 if key.fileobj is self._listener:
                     self._accept()
                 elif key.fileobj in (self._waker, self._stop_reader):
                     self._empty(key.fileobj)
             self._caught_torn = False
-            HEARTBEAT.pack_into(self._heartbeat, 0, clock())
+            wire.HEARTBEAT.pack_into(self._heartbeat, 0, clock())
             for peer in list(self._peers.values()):
                 if self._read(peer) and peer.slot is not None and peer.pid is not None:
                     self._read_slot(peer, peer.slot)
@@ -244,24 +231,24 @@ class SocketRequestQueue(RequestQueue):
             with contextlib.suppress(OSError):  # its process may have died without removing it
                 os.unlink(peer.slot.path)
         if peer.pid is not None:
-            self._ready.append(TimerRequest(peer.pid, ALL_SCOPES, RELEASED, peer.created))
+            self._ready.append(TimerRequest(peer.pid, ALL_SCOPES, wire.RELEASED, peer.created))
 
     def _read_slot(self, peer: _Peer, slot: _Slot) -> None:
         memory = slot.memory
-        sequence, deadline, slow_at, armed_at, length, again = SLOT.unpack_from(memory, 0)
+        sequence, deadline, slow_at, armed_at, length, again = wire.SLOT.unpack_from(memory, 0)
         if sequence == slot.sequence:
             return
-        if sequence % 2 or sequence != again or length > MAX_PAYLOAD:
+        if sequence % 2 or sequence != again or length > wire.MAX_PAYLOAD:
             self._caught_torn = True  # caught mid-write: read it again in a moment
             return
-        name = memory[SLOT_NAME_AT : SLOT_NAME_AT + length].decode("utf-8", "replace")
-        if SLOT_SEQUENCE.unpack_from(memory, 0)[0] != sequence:
+        name = memory[wire.SLOT_NAME_AT : wire.SLOT_NAME_AT + length].decode("utf-8", "replace")
+        if wire.SLOT_SEQUENCE.unpack_from(memory, 0)[0] != sequence:
             self._caught_torn = True
             return
         slot.sequence = sequence
-        armed = deadline != RELEASED
+        armed = deadline != wire.RELEASED
         if slot.scope_id is not None and (not armed or name != slot.scope_id):
-            self._ready.append(ScopeRequest(peer.pid, slot.scope_id, RELEASED, peer.created))
+            self._ready.append(ScopeRequest(peer.pid, slot.scope_id, wire.RELEASED, peer.created))
         slot.scope_id = name if armed else None
         if armed:
             self._ready.append(
@@ -270,7 +257,7 @@ class SocketRequestQueue(RequestQueue):
 
     def _read(self, peer: _Peer) -> bool:
         """Read what ``peer`` sent; False if it was dropped (gone, or broke the protocol).
-        Frames that arrived before a hang-up are taken first (a HELLO, then EOF, is a peer
+        Frames that arrived before a hang-up are taken first (a wire.HELLO, then EOF, is a peer
         that closed its descriptors right after connecting)."""
         hung_up = False
         while True:
@@ -293,15 +280,15 @@ class SocketRequestQueue(RequestQueue):
         return True
 
     def _take_frames(self, peer: _Peer) -> bool:
-        while len(peer.buffer) >= FRAME.size:
-            kind, _deadline, _slow_at, _armed_at, length = FRAME.unpack_from(peer.buffer)
-            if length > MAX_PAYLOAD:
+        while len(peer.buffer) >= wire.FRAME.size:
+            kind, _deadline, _slow_at, _armed_at, length = wire.FRAME.unpack_from(peer.buffer)
+            if length > wire.MAX_PAYLOAD:
                 return False
-            end = FRAME.size + length
+            end = wire.FRAME.size + length
             if len(peer.buffer) < end:
                 return True
             try:
-                payload = peer.buffer[FRAME.size : end].decode()
+                payload = peer.buffer[wire.FRAME.size : end].decode()
                 accepted = self._accept_frame(peer, kind, payload)
             except (ValueError, OSError, psutil.Error):  # a broken or hostile peer
                 accepted = False
@@ -311,7 +298,7 @@ class SocketRequestQueue(RequestQueue):
         return True
 
     def _accept_frame(self, peer: _Peer, kind: bytes, payload: str) -> bool:
-        return kind == HELLO and peer.pid is None and self._hello(peer, payload)
+        return kind == wire.HELLO and peer.pid is None and self._hello(peer, payload)
 
     def _hello(self, peer: _Peer, payload: str) -> bool:
         """``pid`` or ``pid,slot``: who the peer is, and the name of its slot, if any."""

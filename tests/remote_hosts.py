@@ -25,20 +25,23 @@ __all__ = ["RemoteHost", "hosts_unavailable", "start_remote_host"]
 
 SERVER = Path(__file__).with_name("remote_server.py")
 
-# Mount a tmpfs at DIR/.host, put DIR at its own path inside it, then move that tmpfs over
-# /tmp: the namespace's /tmp holds nothing but DIR (the test directory), as a share would.
+# Mount a tmpfs at DIR/.host, put DIR (and every other directory to keep: the interpreter's
+# prefix and this repository, where they live under /tmp) at its own path inside it, then move
+# that tmpfs over /tmp: the namespace's /tmp holds nothing else, as a share would.
 _PRIVATE_TMP = """
 set -e
 dir=$1; shift
-if [ "${dir#/tmp/}" != "$dir" ]; then
-    mkdir -p "$dir/.host"
-    mount -t tmpfs tmpfs "$dir/.host"
-    mkdir -p "$dir/.host/${dir#/tmp/}"
-    mount --bind "$dir" "$dir/.host/${dir#/tmp/}"
-    mount --move "$dir/.host" /tmp
-else
-    mount -t tmpfs tmpfs /tmp
-fi
+mkdir -p "$dir/.host"
+mount -t tmpfs tmpfs "$dir/.host"
+while [ "$1" != "--" ]; do
+    case "$1" in /tmp/*)
+        mkdir -p "$dir/.host/${1#/tmp/}"
+        mount --bind "$1" "$dir/.host/${1#/tmp/}";;
+    esac
+    shift
+done
+shift
+mount --move "$dir/.host" /tmp
 cd "$dir"
 exec "$@"
 """
@@ -62,6 +65,12 @@ def hosts_unavailable() -> str | None:
     if probe.returncode:
         return f"cannot mount a private /tmp (needs root): {probe.stderr.strip()}"
     return None
+
+
+def _kept(directory: Path) -> list[str]:
+    """What the host still sees of this one's ``/tmp``: the test directory, and what it needs
+    to run (the interpreter's prefix, this repository) when those live there too."""
+    return [str(directory), sys.prefix, str(SERVER.parent.parent)]
 
 
 @dataclass
@@ -96,7 +105,17 @@ def start_remote_host(directory: Path, env: dict[str, str], *options: str) -> Re
     server's (``--thread``)."""
     command = [sys.executable, str(SERVER), "127.0.0.1:0", *options]
     process = subprocess.Popen(
-        [*_UNSHARE, "sh", "-c", _PRIVATE_TMP, "sh", str(directory), *command],
+        [
+            *_UNSHARE,
+            "sh",
+            "-c",
+            _PRIVATE_TMP,
+            "sh",
+            str(directory),
+            *_kept(directory),
+            "--",
+            *command,
+        ],
         env={**env, "TMPDIR": "/tmp"},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

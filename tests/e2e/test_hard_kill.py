@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import textwrap
 from typing import TYPE_CHECKING
 
 import pytest
@@ -113,6 +114,26 @@ def test_expiry_isolate_without_xdist_is_a_usage_error(
     assert "pytest-xdist is not installed" in run.output
 
 
+def kills_the_watchdog(session_pid: str) -> str:
+    """Inner test source: a test that kills the watchdog of the session whose pid
+    ``session_pid`` (an expression) is."""
+    return textwrap.indent(
+        textwrap.dedent(
+            f"""
+            @pytest.mark.expires(30)  # listing every process can take a while when busy
+            def test_kills_the_watchdog():
+                session = f'"session_pid": {{{session_pid}}},'
+                for process in psutil.process_iter(["cmdline"]):
+                    command = " ".join(process.info["cmdline"] or [])
+                    if "pytest_expiry.watchdog.main" in command and session in command:
+                        process.kill()
+                        process.wait()
+            """
+        ),
+        " " * 8,
+    )
+
+
 def test_a_dead_watchdog_is_reported_once_and_replaced_so_later_hangs_still_expire(
     pytester: pytest.Pytester, run_pytest: RunPytest
 ) -> None:
@@ -124,21 +145,13 @@ def test_a_dead_watchdog_is_reported_once_and_replaced_so_later_hangs_still_expi
         import psutil
         import pytest
 
-        @pytest.mark.expires(30)  # listing every process can take a while on a busy machine
-        def test_kills_the_watchdog():
-            mine = f'"session_pid": {os.getpid()},'
-            for process in psutil.process_iter(["cmdline"]):
-                command = " ".join(process.info["cmdline"] or [])
-                if "pytest_expiry.watchdog.main" in command and mine in command:
-                    process.kill()
-                    process.wait()
-
+{kills_the_watchdog}
         def test_a():
             pass
 
         def test_hangs_later():
             time.sleep(30)
-        """
+        """.format(kills_the_watchdog=kills_the_watchdog("os.getpid()"))
     )
     run = run_pytest("--expiry=1", "--expiry-grace=0.5")
     run.result.assert_outcomes(passed=2, failed=1)
@@ -161,15 +174,7 @@ def test_a_worker_whose_controllers_watchdog_died_has_its_hard_kills_reported(
         import psutil
         import pytest
 
-        @pytest.mark.expires(30)  # listing every process can take a while on a busy machine
-        def test_kills_the_controllers_watchdog():
-            controller = f'"session_pid": {os.getppid()},'
-            for process in psutil.process_iter(["cmdline"]):
-                command = " ".join(process.info["cmdline"] or [])
-                if "pytest_expiry.watchdog" in command and controller in command:
-                    process.kill()
-                    process.wait()
-
+{kills_the_watchdog}
         def test_a():
             pass
 
@@ -178,7 +183,7 @@ def test_a_worker_whose_controllers_watchdog_died_has_its_hard_kills_reported(
 
         def test_last():
             pass
-        """
+        """.format(kills_the_watchdog=kills_the_watchdog("os.getppid()"))
     )
     run = run_pytest(f"--expiry={DEADLINE}", f"--expiry-grace={GRACE}", "-n", "1")
     run.result.assert_outcomes(passed=3, failed=1)

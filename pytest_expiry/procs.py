@@ -58,6 +58,13 @@ def start_time(pid: int) -> float | None:
         return None
 
 
+def keep_importable() -> None:
+    """Put psutil back in ``sys.modules`` if it is missing there: an in-process pytester run
+    restores ``sys.modules`` as it found it, which drops psutil when that run imported it
+    first, and psutil looks itself up there (``get_procfs_path``)."""
+    sys.modules.setdefault("psutil", psutil)
+
+
 def identify(pid: int, started: float | None = None) -> psutil.Process | None:
     """The live process ``pid``, if it is the one whose :func:`start_time` is ``started``.
 

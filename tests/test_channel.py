@@ -17,7 +17,7 @@ import pytest
 from pytest_expiry import procs
 from pytest_expiry.protocol.client import ChannelClient, ChannelError
 from pytest_expiry.protocol.server import ALL_SCOPES, ScopeRequest
-from pytest_expiry.protocol.wire import FRAME, SCOPES_NAME, SLOT_SEQUENCE, SLOT_SIZE
+from pytest_expiry.protocol.wire import FRAME, PID_NAME, SCOPES_NAME, SLOT_SEQUENCE, SLOT_SIZE
 from pytest_expiry.timer.api import TimerRequest, clock
 
 try:
@@ -307,10 +307,11 @@ def test_a_frame_other_than_hello_arms_nothing_and_drops_its_sender(watchdog: Wa
         peer.close()
 
 
-@pytest.mark.skipif(not hasattr(socket, "SO_PEERCRED"), reason="SO_PEERCRED is Linux's")
-def test_the_client_knows_the_pid_at_the_other_end(
+def test_the_client_reads_the_watchdogs_pid_from_the_session_directory(
     watchdog: WatchdogEnd, client: ChannelClient
 ) -> None:
-    assert client.watchdog_pid() == os.getpid()  # this test's process is the fake watchdog's
-    client.close()
-    assert client.watchdog_pid() is None
+    """The launcher writes it; the socket's peer would be the launcher, not the watchdog."""
+    assert client.watchdog_pid() is None  # not written: nothing is guessed
+    with open(os.path.join(watchdog.directory, PID_NAME), "w") as out:
+        out.write("4242")
+    assert client.watchdog_pid() == 4242

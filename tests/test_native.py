@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from pytest_expiry.protocol.client import ChannelClient
+from pytest_expiry.signals import default_signals
 from pytest_expiry.stacks import native
+from pytest_expiry.watchdog.launch import WatchdogProcess
 
 PY_SPY_NATIVE = """Process 41: python -m pytest
 Python v3.11.7 (/usr/bin/python3.11)
@@ -129,3 +132,18 @@ libc.pthread_mutex_lock(mutex)
 print("locked", flush=True)
 libc.pthread_mutex_lock(mutex)
 """
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the watchdog is POSIX")
+def test_the_tracer_a_test_process_names_is_its_real_watchdog() -> None:
+    """The pid that ``allow_tracing_by`` gets is the watchdog's own: the process that will
+    run the unwinder, not the launcher that bound the socket (the session itself)."""
+    watchdog = WatchdogProcess.launch(1.0, default_signals())
+    client = ChannelClient(watchdog.directory)
+    try:
+        assert client.watchdog_pid() == watchdog.pid != os.getpid()
+        with open(f"/proc/{watchdog.pid}/cmdline", "rb") as cmdline:
+            assert b"pytest_expiry.watchdog.main" in cmdline.read()
+    finally:
+        client.close()
+        watchdog.stop()

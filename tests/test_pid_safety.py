@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from typing import Any
@@ -132,3 +133,19 @@ def test_a_process_that_exited_is_never_signalled_and_never_an_error() -> None:
     ending = procs.end_processes([remembered], grace=0.1)
     assert ending.signals == {}
     assert ending.survivors == []
+
+
+def test_processes_are_identified_after_an_in_process_run_dropped_psutil_from_sys_modules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pytester's in-process run restores ``sys.modules``; psutil then looks itself up in
+    vain (a KeyError from inside ``psutil.Process``, seen as an INTERNALERROR of the leak
+    check after such a run)."""
+    monkeypatch.delitem(sys.modules, "psutil")
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        procs.keep_importable()
+        assert procs.identify(child.pid) is not None
+    finally:
+        child.kill()
+        child.wait()

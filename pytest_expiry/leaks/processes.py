@@ -136,6 +136,7 @@ class LeakWatch:
         leaked, parents before children: each root the rule charges, with its subtree."""
         from pytest_expiry import procs  # noqa: PLC0415
 
+        procs.keep_importable()
         below: dict[int, list[int]] = {}
         for pid, parent in found.items():
             below.setdefault(parent, []).append(pid)

@@ -8,7 +8,6 @@ import json
 import os
 import select
 import socket
-import struct
 import time
 import weakref
 from typing import Any
@@ -22,6 +21,7 @@ from pytest_expiry.protocol.wire import (
     HEARTBEAT_NAME,
     HELLO,
     MAX_PAYLOAD,
+    PID_NAME,
     RELEASED,
     SCOPES_NAME,
     SLOT,
@@ -149,16 +149,14 @@ class ChannelClient:
             raise ChannelError(f"the expiry watchdog went away: {error}") from error
 
     def watchdog_pid(self) -> int | None:
-        """The pid of the watchdog at the other end (``SO_PEERCRED``, Linux); None elsewhere."""
-        option = getattr(socket, "SO_PEERCRED", None)
-        if option is None or not self._sock.ours():
-            return None
+        """The watchdog's pid, as its launcher wrote it in the session's directory; None if
+        that cannot be read. (The socket's ``SO_PEERCRED`` would name the process that bound
+        it, the launcher, not the watchdog.)"""
         try:
-            credentials = self._sock.sock.getsockopt(socket.SOL_SOCKET, option, 12)
-        except OSError:
+            with open(os.path.join(self.directory, PID_NAME)) as written:
+                return int(written.read())
+        except (OSError, ValueError):
             return None
-        pid: int = struct.unpack("3i", credentials)[0]
-        return pid
 
     @property
     def connected(self) -> bool:

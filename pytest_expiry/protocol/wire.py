@@ -52,6 +52,7 @@ __all__ = [
     "FRAME",
     "HELLO",
     "MAX_PAYLOAD",
+    "PID_NAME",
     "RECORDED",
     "RELEASED",
     "SLOT",
@@ -66,6 +67,7 @@ HELLO = b"H"
 SOCKET_NAME, WAKE_NAME = "socket", "wake"
 STACKS_NAME, EVENTS_NAME, SCOPES_NAME = "stacks", "events.jsonl", "scopes"
 HEARTBEAT_NAME = "heartbeat"
+PID_NAME = "watchdog.pid"  # written by the launcher: the watchdog's pid, for tracing
 STOP = b"S"  # the session's word on its stop socket: it is over
 RECORDED = b"E"  # the watchdog's word on the same socket: an event was recorded
 HEARTBEAT = struct.Struct("=d")

@@ -26,6 +26,7 @@ from pytest_expiry.protocol.wire import (
     EVENTS_NAME,
     HEARTBEAT,
     HEARTBEAT_NAME,
+    PID_NAME,
     STOP,
     bind_sockets,
     stacks_directory,
@@ -99,6 +100,7 @@ class WatchdogProcess:
                 pass_fds=fds, start_new_session=True, stdout=subprocess.PIPE, check=True,
             )  # fmt: skip
             pid = int(shell.stdout.split()[-1])
+            _write_pid(directory, pid)
         except BaseException:
             os.close(session_end)
             shutil.rmtree(directory, ignore_errors=True)
@@ -189,6 +191,13 @@ class WatchdogProcess:
                 return True
             time.sleep(0.01)
         return False
+
+
+def _write_pid(directory: str, pid: int) -> None:
+    """The watchdog's pid where the test processes read it (to let it trace them)."""
+    fd = os.open(os.path.join(directory, PID_NAME), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(str(pid))
 
 
 def _ready(fd: int) -> bool:

@@ -24,6 +24,7 @@ __all__ = [
     "mark_done_in_xdist_queue",
     "raise_in_waiting_asyncio_task",
     "raise_in_waiting_trio_task",
+    "runtest_phase",
     "trio_main_task",
 ]
 
@@ -116,6 +117,29 @@ def is_idle_pool_worker(frame: Any) -> bool:
         return False
     queue = frame.f_locals.get("work_queue")
     return queue is None or not queue.qsize()
+
+
+def runtest_phase(frame: Any, item: object) -> str | None:
+    """The phase of ``item`` ("setup", "call" or "teardown") that pytest's runner is inside at
+    ``frame`` (a signal handler's: the main thread's innermost), or None when it is between
+    phases (making or logging a report, or not running ``item``). Read from the runner's
+    private frames: ``CallInfo.from_call(func, when)`` with ``func`` running, called by
+    ``call_and_report`` whose local ``item`` is ``item`` (a nested in-process session's item
+    is another)."""
+    from _pytest.runner import CallInfo  # noqa: PLC0415 - the rare path
+
+    from_call = vars(CallInfo)["from_call"].__func__.__code__  # a classmethod's function
+    callee = None
+    while frame is not None:
+        if frame.f_code is from_call and callee is not None:
+            local = frame.f_locals
+            caller = frame.f_back
+            running = callee.f_code is getattr(local.get("func"), "__code__", None)
+            if running and caller is not None and caller.f_locals.get("item") is item:
+                when = local.get("when")
+                return when if isinstance(when, str) else None
+        callee, frame = frame, frame.f_back
+    return None
 
 
 @contextlib.contextmanager

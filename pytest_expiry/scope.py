@@ -7,10 +7,11 @@ and gives the process back to the outer one as it was). A scope goes
 
 and only the guard writes it. The per-test path is :meth:`ScopeGuard.arm` and
 :meth:`ScopeGuard.release`: a write to the process's scope slot each (shared memory, read by the
-watchdog when it wakes). The runner tells the guard which phase pytest is in (hook wrappers
-around setup, call and teardown; no frame walking). When the watchdog sends the interrupt
-signal, the handler raises :class:`~pytest_expiry.Expired` in the main thread where the test
-hangs, if the scope really is past its deadline and pytest is inside a phase. Otherwise it
+watchdog when it wakes). Which phase pytest is in is read from its runner's frames when the
+interrupt arrives (or told by :meth:`ScopeGuard.enter_phase`: collection, and a test in
+trouble, see :mod:`pytest_expiry.phases`). When the watchdog sends the interrupt signal, the
+handler raises :class:`~pytest_expiry.Expired` in the main thread where the test hangs, if
+the scope really is past its deadline and pytest is inside a phase. Otherwise it
 *answers* (publishes the scope again, which tells the watchdog the process is alive): between
 phases the expiry is kept pending, without moving the deadline, and raised as soon as the next
 phase begins.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TypeVar
@@ -83,7 +84,9 @@ class ScopeGuard:
         self._channel: ChannelClient | None = channel
         self._events_path = os.path.join(channel.directory, EVENTS_NAME)
         self.scope: ActiveScope | None = None
-        self.phase: str | None = None
+        self.phase: str | None = None  # told; when None, read from pytest's runner frames
+        self.on_trouble: Callable[[ActiveScope], None] | None = None
+        """Called when a scope expires, or its deadline passes between phases."""
         self.broken: str | None = None
         self._paused_left: float | None = None
         self._paused_at = 0.0
@@ -254,11 +257,12 @@ class ScopeGuard:
             return
         if self._paused_left is not None:
             return
-        phase = self.phase
+        phase = self.phase or _runtest_phase(frame, scope.owner)
         if phase is None:
             if scope.pending:
                 return  # pytest itself hangs between phases: let the watchdog end it
             scope.pending = True
+            self._in_trouble(scope)
             if not self._sending:
                 self._publish(scope, clock() + _PENDING_ANSWER)
                 self._wake()
@@ -284,10 +288,15 @@ class ScopeGuard:
         scope.expired_after = elapsed = clock() - scope.armed_at
         if scope.answer_on_expiry:
             self.answer()
+        self._in_trouble(scope)
         error = Expired(f"{how} {after_text(elapsed, scope.seconds)}")
         if frame is not None and deliver_into_loop(error, frame, _file_of(scope.owner)):
             return  # the event loop raises it in the test's task, where that waits
         raise error
+
+    def _in_trouble(self, scope: ActiveScope) -> None:
+        if self.on_trouble is not None:
+            self.on_trouble(scope)
 
     def _delegate(self, signum: int, frame: FrameType | None) -> None:
         """A nested in-process session's guard passes on a signal meant for the outer one."""
@@ -310,6 +319,14 @@ class ScopeGuard:
             self._channel = None
         if signal.getsignal(self._signal) == self._on_interrupt:
             signal.signal(self._signal, self._previous)
+
+
+def _runtest_phase(frame: FrameType | None, owner: object) -> str | None:
+    if owner is None:
+        return None
+    from pytest_expiry._compat import runtest_phase  # noqa: PLC0415 - pytest, the rare path
+
+    return runtest_phase(frame, owner)
 
 
 def _file_of(owner: object) -> str:

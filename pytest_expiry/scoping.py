@@ -1,9 +1,11 @@
 """The hooks of the process that runs tests (plain pytest, or each xdist worker).
 
-Per test: one frame to arm its scope when the test protocol starts, one to release it when
-it ends. When the guard raised ``Expired``, the phase's report is completed with the
-watchdog's account (processes, signals, stacks) and the rest of the test gets a fresh,
-bounded deadline.
+Per test: a wrapper around its protocol arms its scope (one write to the process's slot) and
+releases it (another), and its teardown report is checked for a test that ended past its
+deadline or took most of it (SLOW). A test whose scope is in trouble (it expired, or an attempt
+failed and may be run again) gets :class:`~pytest_expiry.phases.PhaseGate` for the rest of its
+protocol: the report of the phase that expired is completed with the watchdog's account, and
+what remains gets a fresh, bounded deadline.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Any
 import pytest
 
 from pytest_expiry.budget import SessionBudget
-from pytest_expiry.errors import find_expiry
 from pytest_expiry.learning import resolve_deadline
-from pytest_expiry.outcome import account, complete_expiry, ended_late, note_if_slow
+from pytest_expiry.outcome import ended_late, note_if_slow
+from pytest_expiry.phases import ATTEMPT, DEADLINE, PhaseGate, limits
 from pytest_expiry.protocol.client import ChannelClient, ChannelError
 from pytest_expiry.protocol.wire import stacks_directory
 from pytest_expiry.report.carry import report_marker_errors
@@ -28,14 +30,10 @@ from pytest_expiry.stacks.hook import ChildEnvironment
 from pytest_expiry.stacks.native import allow_tracing_by
 from pytest_expiry.timer.api import clock
 
-__all__ = ["DEADLINE", "ScopeHooks", "limits"]
+__all__ = ["ScopeHooks"]
 
-DEADLINE = pytest.StashKey[tuple[float, bool]]()
-"""Each item's ``(seconds, func_only)``, resolved once at collection."""
-
-_NO_DEADLINE = (0.0, False)
-_ATTEMPT = pytest.StashKey[int]()  # how many times the item's setup began
 _FUNC_ONLY = "expiry-func-only"
+_PHASES = "expiry-phases"
 _RESTARTS = 3
 
 
@@ -60,6 +58,7 @@ class ScopeHooks:
         self._warned = False
         self._restarts = 0
         self._environment = ChildEnvironment()
+        self._gate: PhaseGate | None = None
 
     def _start_guard(self, fresh: bool = False) -> ScopeGuard | None:
         try:
@@ -76,6 +75,7 @@ class ScopeHooks:
         if getattr(self._settings, "child_stacks", "auto") == "hook":
             self._environment.set(stackhook.ENV_STACKS, f"{signals.stacks}:{stacks}")
         stackhook.install(signals.stacks, stacks)
+        guard.on_trouble = self._in_trouble
         self.guard = guard
         return guard
 
@@ -137,75 +137,37 @@ class ScopeHooks:
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
         guard, seconds = self.guard_for(item)
-        if guard is None or limits(item)[1]:
-            return (yield)
-        guard.arm(item.nodeid, seconds, owner=item)
+        if guard is not None and not limits(item)[1]:  # func_only: armed for the call alone
+            guard.arm(item.nodeid, seconds, owner=item)
+        else:
+            guard = None
         try:
             return (yield)
         finally:
-            guard.release()
+            if guard is not None:
+                guard.release()
+            if self._gate is not None:
+                self._config.pluginmanager.unregister(self._gate)
+                self._gate = None
 
-    def _in_phase(self, phase: str) -> Generator[None, object, object]:
-        if self.guard is None:
-            return (yield)
-        return (yield from self.guard.run_phase(phase))
+    def _in_trouble(self, scope: ActiveScope) -> None:
+        """The scope expired, its deadline passed between phases, or an attempt failed:
+        from now until the test's protocol ends, :class:`PhaseGate` follows its phases."""
+        if self._gate is None and isinstance(scope.owner, pytest.Item):
+            scope.owner.stash.setdefault(ATTEMPT, 1)
+            self._gate = PhaseGate(self)
+            self._config.pluginmanager.register(self._gate, _PHASES)
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
-        self._start_attempt(item)
-        return (yield from self._in_phase("setup"))
-
-    def _start_attempt(self, item: pytest.Item) -> None:
-        """Each run of an item's setup starts an attempt with a fresh deadline: a rerun
-        (pytest-rerunfailures runs setup, call and teardown again inside one
-        ``pytest_runtest_protocol``) is a test run of its own, not the rest of the first."""
-        attempt = item.stash.get(_ATTEMPT, 0) + 1
-        item.stash[_ATTEMPT] = attempt
-        if attempt == 1:
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        guard = self.guard
+        scope = guard.scope if guard is not None else None
+        if guard is None or scope is None or scope.nodeid != report.nodeid:
             return
-        item.user_properties[:] = [  # what JUnit shows of earlier attempts says whose it was
-            (name, f"attempt {attempt - 1}: {value}")
-            if name == "expiry" and not str(value).startswith("attempt ")
-            else (name, value)
-            for name, value in item.user_properties
-        ]
-        guard = self.guard
-        if guard is not None and guard.owned_by(item) is not None:
-            seconds = self.guard_for(item)[1]
-            if seconds:
-                guard.arm(item.nodeid, seconds, owner=item)
-
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_call(self) -> Generator[None, object, object]:
-        return (yield from self._in_phase("call"))
-
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_teardown(self) -> Generator[None, object, object]:
-        return (yield from self._in_phase("teardown"))
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        guard = self.guard
-        scope = guard.owned_by(item) if guard is not None else None
-        expired_here = scope is not None and scope.expired_in == call.when
-        if guard is not None and expired_here:
-            # answer the watchdog before pytest formats the failure, which can take longer
-            # than the grace period (deep tracebacks, slow reprs, a loaded machine)
-            guard.answer()
-            _point_at_the_hang(item, call)
-        report = yield
-        if guard is not None and scope is not None:
-            if expired_here:
-                self._complete_expiry(guard, scope, call, report, item)
-            elif call.when == "teardown" and scope.expired_in is None:
-                self._check_overrun(guard, scope, report)
-        elif call.when == "call" and self._settings.slow:
-            seconds, func_only = limits(item)
-            if func_only and seconds:  # a func_only scope is the call phase alone
-                note_if_slow(item.nodeid, seconds, call.duration, report, self._settings.slow)
-        return report
+        if report.when == "teardown" and scope.expired_in is None:
+            self._check_overrun(guard, scope, report)
+        if report.outcome in ("failed", "rerun"):
+            self._in_trouble(scope)  # a failed attempt may be run again (with a fresh deadline)
 
     def _check_overrun(
         self, guard: ScopeGuard, scope: ActiveScope, report: pytest.TestReport
@@ -215,25 +177,6 @@ class ScopeHooks:
         if self._settings.slow:
             elapsed = clock() - scope.armed_at
             note_if_slow(scope.nodeid, scope.seconds, elapsed, report, self._settings.slow)
-
-    def _complete_expiry(
-        self,
-        guard: ScopeGuard,
-        scope: ActiveScope,
-        call: pytest.CallInfo[None],
-        report: pytest.TestReport,
-        item: pytest.Item,
-    ) -> None:
-        record = account(guard, scope, call.when, self._settings)
-        if call.when == "call" and limits(item)[1]:
-            guard.release()  # a func_only scope covers the call alone
-        else:
-            # what is left of the test starts now, with a fresh deadline: an interrupt for the
-            # earlier one that arrives late (the report took long) is then seen as stale
-            guard.answer()
-        record["attempt"] = item.stash.get(_ATTEMPT, 1)
-        complete_expiry(record, scope, call, report, item)
-        item.ihook.pytest_expiry_expired(item=item, record=record)
 
     def _warn(self, problem: str) -> None:
         if self._warned:
@@ -289,19 +232,13 @@ class _FuncOnlyScopes:
             if scope.expired_in is None:  # an expired one was released with its report
                 guard.release()
 
-
-def limits(item: pytest.Item) -> tuple[float, bool]:
-    """``item``'s deadline in seconds (0: none) and whether it is ``func_only``."""
-    return item.stash.get(DEADLINE, _NO_DEADLINE)
-
-
-def _point_at_the_hang(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-    """Make the failure end where the test hangs: a doctest's example, an async test's
-    ``await`` (rather than the event loop's machinery)."""
-    from pytest_expiry.asyncdelivery import end_at_the_await  # noqa: PLC0415 - rare path
-    from pytest_expiry.doctests import point_at_the_hung_example  # noqa: PLC0415
-
-    point_at_the_hung_example(item, call)
-    expired = find_expiry(call.excinfo.value) if call.excinfo is not None else None
-    if expired is not None:
-        end_at_the_await(expired, str(item.path))
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        seconds, func_only = limits(item)
+        slow = self._hooks.settings.slow
+        if call.when == "call" and func_only and seconds and slow:
+            note_if_slow(item.nodeid, seconds, call.duration, report, slow)
+        return report

@@ -21,6 +21,8 @@ from pytest_expiry.settings import Settings
 __all__ = ["EXIT_BLOCKERS_KEY", "LeakCheck"]
 
 EXIT_BLOCKERS_KEY = "expiry_exit_blockers"
+_THREADS_TITLE = "threads left running after teardown"
+_RECORDS = "expiry-leak-records"
 
 
 class LeakCheck:
@@ -32,6 +34,7 @@ class LeakCheck:
         lineage.join(self.token)
         self.leaks = LeakWatch(settings.leaks, settings.grace, self.token)
         self.threads = ThreadWatch()
+        self._unlogged: _LeakRecords | None = None
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """On an xdist worker: the threads that will hold its exit go to the controller with
@@ -46,43 +49,28 @@ class LeakCheck:
             workeroutput[EXIT_BLOCKERS_KEY] = blockers
 
     def pytest_runtest_logstart(self) -> None:
+        if self._unlogged is not None:  # the last test's teardown report was never logged
+            self._unlogged.done()
+            self._unlogged = None
         self.leaks.begin()
         self.threads.begin()
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+        """Marks the end of each phase; after the teardown, looks for what the test left
+        running. (A plain hook, called before the report is made: the report of a test that
+        leaked gets the record when it is logged, see :class:`_LeakRecords`.)"""
         changed = self.leaks.end_phase(call.when)
-        report = yield
-        if call.when == "teardown":
-            if changed:
-                self._check(item, report)
-            self._check_threads(item, report)
-        return report
-
-    def _check(self, item: pytest.Item, report: pytest.TestReport) -> None:
-        record = self.leaks.check(item.nodeid)
-        if record is not None:
-            self._attach(report, record, "leaked processes")
-
-    def _check_threads(self, item: pytest.Item, report: pytest.TestReport) -> None:
-        record = self.threads.check(item.nodeid, self.leaks.mode)
-        if record is not None:
-            self._attach(report, record, "threads left running after teardown")
-
-    def _attach(self, report: pytest.TestReport, record: Record, title: str) -> None:
-        """In ``fail`` mode a passed test fails with the record's text; otherwise the text
-        is a section of the report (``report.sections``, beside its captured output), never
-        part of a teardown's own failure (its traceback, JUnit's ``<error>``)."""
-        from pytest_expiry.report import carry, terminal  # noqa: PLC0415 - rare path
-
-        if self.leaks.mode == "fail" and report.passed:
-            report.outcome = "failed"
-            report.longrepr = terminal.describe(record)
-        else:
-            report.sections.append((f"expiry: {title}", terminal.describe(record)))
-        carry.add_record(report, record)
+        if call.when != "teardown":
+            return
+        found = []
+        if changed:
+            found.append((self.leaks.check(item.nodeid), "leaked processes"))
+        found.append((self.threads.check(item.nodeid, self.leaks.mode), _THREADS_TITLE))
+        records = [(record, title) for record, title in found if record is not None]
+        if records:
+            self._unlogged = _LeakRecords(item.config, item.nodeid, self.leaks.mode, records)
+            item.config.pluginmanager.register(self._unlogged, _RECORDS)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, object, object]:
@@ -108,3 +96,43 @@ class LeakCheck:
         finally:
             self.leaks.close()
             lineage.leave(self.token)
+
+
+class _LeakRecords:
+    """Registered for one test's teardown report, when the test leaked: attaches the records
+    as the report is logged, and unregisters itself."""
+
+    def __init__(
+        self, config: pytest.Config, nodeid: str, mode: str, records: list[tuple[Record, str]]
+    ) -> None:
+        self._config = config
+        self._nodeid = nodeid
+        self._mode = mode
+        self._records = records
+
+    def done(self) -> None:
+        manager = self._config.pluginmanager
+        if manager.is_registered(self):
+            manager.unregister(self)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.nodeid != self._nodeid or report.when != "teardown":
+            return
+        self.done()
+        for record, title in self._records:
+            _attach(report, record, title, self._mode)
+
+
+def _attach(report: pytest.TestReport, record: Record, title: str, mode: str) -> None:
+    """In ``fail`` mode a passed test fails with the record's text; otherwise the text is a
+    section of the report (``report.sections``, beside its captured output), never part of a
+    teardown's own failure (its traceback, JUnit's ``<error>``)."""
+    from pytest_expiry.report import carry, terminal  # noqa: PLC0415 - rare path
+
+    if mode == "fail" and report.passed:
+        report.outcome = "failed"
+        report.longrepr = terminal.describe(record)
+    else:
+        report.sections.append((f"expiry: {title}", terminal.describe(record)))
+    carry.add_record(report, record)

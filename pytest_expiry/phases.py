@@ -25,7 +25,7 @@ from pytest_expiry.outcome import account, complete_expiry
 from pytest_expiry.scope import ActiveScope, ScopeGuard
 from pytest_expiry.settings import Settings
 
-__all__ = ["ATTEMPT", "DEADLINE", "PhaseGate", "limits"]
+__all__ = ["ATTEMPT", "DEADLINE", "NO_DEADLINE", "PhaseGate", "limits"]
 
 DEADLINE = pytest.StashKey[tuple[float, bool]]()
 """Each item's ``(seconds, func_only)``, resolved once at collection."""
@@ -33,12 +33,12 @@ DEADLINE = pytest.StashKey[tuple[float, bool]]()
 ATTEMPT = pytest.StashKey[int]()
 """How many times the item's setup began (set once its scope was in trouble)."""
 
-_NO_DEADLINE = (0.0, False)
+NO_DEADLINE = (0.0, False)
 
 
 def limits(item: pytest.Item) -> tuple[float, bool]:
     """``item``'s deadline in seconds (0: none) and whether it is ``func_only``."""
-    return item.stash.get(DEADLINE, _NO_DEADLINE)
+    return item.stash.get(DEADLINE, NO_DEADLINE)
 
 
 class Scopes(Protocol):

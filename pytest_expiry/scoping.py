@@ -18,7 +18,7 @@ import pytest
 from pytest_expiry.budget import SessionBudget
 from pytest_expiry.learning import resolve_deadline
 from pytest_expiry.outcome import ended_late, note_if_slow
-from pytest_expiry.phases import ATTEMPT, DEADLINE, PhaseGate, limits
+from pytest_expiry.phases import ATTEMPT, DEADLINE, NO_DEADLINE, PhaseGate, limits
 from pytest_expiry.protocol.client import ChannelClient, ChannelError
 from pytest_expiry.protocol.wire import stacks_directory
 from pytest_expiry.report.carry import report_marker_errors
@@ -124,7 +124,11 @@ class ScopeHooks:
             manager.register(_FuncOnlyScopes(self), _FUNC_ONLY)
 
     def guard_for(self, item: pytest.Item) -> tuple[ScopeGuard | None, float]:
-        seconds = limits(item)[0]
+        """The live guard and ``item``'s deadline (capped by the session budget), or
+        ``(None, 0.0)`` when it has none or no watchdog guards the tests."""
+        return self._guard_within(limits(item)[0])
+
+    def _guard_within(self, seconds: float) -> tuple[ScopeGuard | None, float]:
         if self._budget is not None:
             seconds = self._budget.cap(seconds)
         if not seconds or self.unavailable is not None:
@@ -136,11 +140,12 @@ class ScopeHooks:
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
-        guard, seconds = self.guard_for(item)
-        if guard is not None and not limits(item)[1]:  # func_only: armed for the call alone
-            guard.arm(item.nodeid, seconds, owner=item)
-        else:
-            guard = None
+        seconds, func_only = item.stash.get(DEADLINE, NO_DEADLINE)
+        guard = None
+        if not func_only:  # a func_only scope is armed for the call alone
+            guard, seconds = self._guard_within(seconds)
+            if guard is not None:
+                guard.arm(item.nodeid, seconds, owner=item)
         try:
             return (yield)
         finally:
@@ -160,6 +165,8 @@ class ScopeHooks:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "teardown" and report.outcome == "passed":
+            return  # the common case
         guard = self.guard
         scope = guard.scope if guard is not None else None
         if guard is None or scope is None or scope.nodeid != report.nodeid:

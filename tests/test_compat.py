@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -136,3 +139,30 @@ def test_the_rewrite_hook_keeps_a_set_of_packages_and_a_cache(
     hook = getattr(pytestconfig.pluginmanager, "rewrite_hook", None)
     assert isinstance(getattr(hook, "_must_rewrite", None), set)
     assert isinstance(getattr(hook, "_marked_for_rewrite_cache", None), dict)
+
+
+@pytest.fixture
+def phases_seen(request: pytest.FixtureRequest) -> Iterator[list[str | None]]:
+    """The phase ``runtest_phase`` reads in this fixture's setup and teardown."""
+    seen = [_compat.runtest_phase(sys._getframe(), request.node)]
+    yield seen
+    seen.append(_compat.runtest_phase(sys._getframe(), request.node))
+    assert seen == ["setup", "call", None, "teardown"]
+
+
+def test_the_runner_s_frames_say_which_phase_of_which_item_runs(
+    phases_seen: list[str | None], request: pytest.FixtureRequest
+) -> None:
+    phases_seen.append(_compat.runtest_phase(sys._getframe(), request.node))
+    phases_seen.append(_compat.runtest_phase(sys._getframe(), object()))  # another item's
+
+
+def test_no_phase_is_read_outside_the_runner(request: pytest.FixtureRequest) -> None:
+    read: list[str | None] = []
+    thread = threading.Thread(
+        target=lambda: read.append(_compat.runtest_phase(sys._getframe(), request.node))
+    )
+    thread.start()
+    thread.join()
+    assert read == [None]  # another thread's stack has no runner frames
+    assert _compat.runtest_phase(None, request.node) is None

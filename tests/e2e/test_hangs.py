@@ -353,8 +353,10 @@ _PROCESS = re.compile(r"^  pid +(\d+) +(.+?) +signals: (.*?)  ", re.M)
 def role_of(label: str) -> str:
     """A process's role from its label: the test process (plain, or an xdist worker), or one
     of its descendants (``multiprocessing child (fork)``, ``subprocess``, ...)."""
-    return "test process" if label == "test process" or label.startswith("xdist worker") else (
-        "descendant"
+    return (
+        "test process"
+        if label == "test process" or label.startswith("xdist worker")
+        else ("descendant")
     )
 
 

@@ -61,9 +61,7 @@ def test_the_native_frames_of_a_worker_stuck_in_c_are_in_its_report(
     py_spy: str, pytester: pytest.Pytester, run_pytest: RunPytest
 ) -> None:
     pytester.makepyfile(test_stuck=STUCK_IN_C)
-    run = run_pytest(
-        "-n", "1", "--expiry=0.5", "--expiry-grace=0.3", "--expiry-report=report.json"
-    )
+    run = run_pytest("-n", "1", "--expiry=0.5", "--expiry-grace=0.3", "--expiry-report=report.json")
     run.result.assert_outcomes(failed=1, passed=1)
     assert "native frames: py-spy" in run.output
     run.result.stdout.re_match_lines(

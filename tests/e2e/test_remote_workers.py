@@ -62,9 +62,7 @@ StartHost = Callable[..., "RemoteHost"]
 
 
 @pytest.fixture
-def remote_hosts(
-    run_pytest: RunPytest, pytester: pytest.Pytester
-) -> Iterator[StartHost]:
+def remote_hosts(run_pytest: RunPytest, pytester: pytest.Pytester) -> Iterator[StartHost]:
     """``remote_hosts()`` starts a stand-in host serving the pytester directory; all are
     ended after the test, before ``run_pytest`` checks that nothing was left running (the
     servers carry its tag)."""

@@ -28,11 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_expiry.history import History, Learned, learned_deadline, merge, read_history
-from pytest_expiry.history import write_history as _write
 from pytest_expiry.settings import Settings, configured_source, item_deadline
 
 if TYPE_CHECKING:
+    from pytest_expiry.history import Learned
     from pytest_expiry.record import Record
 
 __all__ = [
@@ -48,7 +47,7 @@ __all__ = [
 
 WORKER_KEY = "expiry_history"
 """The ``workerinput`` key under which a controller sends its workers the history."""
-LEARNED = pytest.StashKey[Learned]()
+LEARNED = pytest.StashKey["Learned"]()
 """On an item whose deadline was learned: how."""
 _CALL_ONLY = pytest.StashKey[bool]()
 _SPENT = pytest.StashKey[list[float]]()  # [seconds so far, whether the call phase passed]
@@ -70,6 +69,8 @@ class Learning:
         shorten (0) or no history, or the learned one would not be shorter."""
         if not self.factor or not seconds:
             return None
+        from pytest_expiry.history import learned_deadline  # noqa: PLC0415 - when learning
+
         learned = learned_deadline(self.durations.get(nodeid, ()), self.factor, self.floor)
         return learned if learned is not None and learned.seconds < seconds else None
 
@@ -165,6 +166,8 @@ class HistoryKeeper:
         self._config = config
         self._settings = settings
         self.path, self._no_path = _history_path(config, settings)
+        from pytest_expiry.history import History, read_history  # noqa: PLC0415
+
         self.history = read_history(self.path) if self.path else History({}, None, False)
         if self.history.problem:
             _warn(config, self.history.problem)
@@ -211,7 +214,9 @@ class HistoryKeeper:
     def pytest_sessionfinish(self) -> None:
         if not self.recorded or self.path is None or not self.history.replaceable:
             return
-        problem = _write(self.path, merge(self.history.durations, self.recorded))
+        from pytest_expiry.history import merge, write_history  # noqa: PLC0415
+
+        problem = write_history(self.path, merge(self.history.durations, self.recorded))
         if problem:
             _warn(self._config, problem)
 

@@ -21,7 +21,6 @@ from typing import Protocol
 import pytest
 
 from pytest_expiry.errors import find_expiry
-from pytest_expiry.outcome import account, complete_expiry
 from pytest_expiry.scope import ActiveScope, ScopeGuard
 from pytest_expiry.settings import Settings
 
@@ -120,6 +119,8 @@ class PhaseGate:
         report: pytest.TestReport,
         item: pytest.Item,
     ) -> None:
+        from pytest_expiry.outcome import account, complete_expiry  # noqa: PLC0415 - rare path
+
         record = account(guard, scope, call.when, self._scopes.settings)
         if call.when == "call" and limits(item)[1]:
             guard.release()  # a func_only scope covers the call alone

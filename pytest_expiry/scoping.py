@@ -17,7 +17,6 @@ import pytest
 
 from pytest_expiry.budget import SessionBudget
 from pytest_expiry.learning import resolve_deadline
-from pytest_expiry.outcome import ended_late, note_if_slow
 from pytest_expiry.phases import ATTEMPT, DEADLINE, NO_DEADLINE, PhaseGate, limits
 from pytest_expiry.protocol.client import ChannelClient, ChannelError
 from pytest_expiry.protocol.wire import stacks_directory
@@ -179,11 +178,16 @@ class ScopeHooks:
     def _check_overrun(
         self, guard: ScopeGuard, scope: ActiveScope, report: pytest.TestReport
     ) -> None:
+        slow, now = self._settings.slow, clock()
+        elapsed = now - scope.armed_at
+        if now <= scope.deadline and (not slow or elapsed < slow * scope.seconds):
+            return  # the common case: in time, not SLOW
+        from pytest_expiry.outcome import ended_late, note_if_slow  # noqa: PLC0415
+
         if not guard.paused and ended_late(scope, report, self._settings):
             return
-        if self._settings.slow:
-            elapsed = clock() - scope.armed_at
-            note_if_slow(scope.nodeid, scope.seconds, elapsed, report, self._settings.slow)
+        if slow:
+            note_if_slow(scope.nodeid, scope.seconds, elapsed, report, slow)
 
     def _warn(self, problem: str) -> None:
         if self._warned:
@@ -247,5 +251,7 @@ class _FuncOnlyScopes:
         seconds, func_only = limits(item)
         slow = self._hooks.settings.slow
         if call.when == "call" and func_only and seconds and slow:
+            from pytest_expiry.outcome import note_if_slow  # noqa: PLC0415
+
             note_if_slow(item.nodeid, seconds, call.duration, report, slow)
         return report

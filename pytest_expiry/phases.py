@@ -59,6 +59,7 @@ class PhaseGate:
         self._scopes = scopes
 
     def _in_phase(self, phase: str) -> Generator[None, object, object]:
+        __tracebackhide__ = True  # a failing test's traceback shows no frame of ours
         guard = self._scopes.guard
         if guard is None:
             return (yield)
@@ -66,15 +67,18 @@ class PhaseGate:
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
+        __tracebackhide__ = True
         self._start_attempt(item)
         return (yield from self._in_phase("setup"))
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_call(self) -> Generator[None, object, object]:
+        __tracebackhide__ = True
         return (yield from self._in_phase("call"))
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_teardown(self) -> Generator[None, object, object]:
+        __tracebackhide__ = True
         return (yield from self._in_phase("teardown"))
 
     def _start_attempt(self, item: pytest.Item) -> None:

@@ -233,6 +233,7 @@ class _FuncOnlyScopes:
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        __tracebackhide__ = True
         guard, seconds = self._hooks.guard_for(item)
         if guard is None or not limits(item)[1]:
             return (yield)

@@ -76,6 +76,7 @@ class LeakCheck:
     def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, object, object]:
         """Processes started while a wider-scoped fixture is set up belong to that fixture,
         not to the test during whose setup it happened."""
+        __tracebackhide__ = True  # a failing fixture's traceback shows no frame of ours
         if fixturedef.scope == "function":
             return (yield)
         before, threads = self.leaks.mark(), self.threads.snapshot()

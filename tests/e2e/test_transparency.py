@@ -22,9 +22,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.helpers import RunPytest
 
 try:
     from tests.helpers import XDIST, Finished, InnerSessions, normalized_outcome_line
@@ -474,3 +477,77 @@ def test_the_run_ends_the_same_with_and_without_the_plugin(compared: Comparison)
 
 def test_nothing_is_left_running(compared: Comparison) -> None:
     assert compared.left_running == []
+
+
+FAILING = """
+import pytest
+
+@pytest.fixture
+def broken_setup():
+    raise RuntimeError("failing fixture setup")
+
+@pytest.fixture
+def broken_teardown():
+    yield
+    raise RuntimeError("failing fixture teardown")
+
+@pytest.fixture(scope="module")
+def module_resource():
+    raise RuntimeError("failing module fixture")
+
+def test_setup_fails(broken_setup):
+    pass
+
+def test_call_fails():
+    assert 1 == 2
+
+def test_teardown_fails(broken_teardown):
+    pass
+
+def test_module_fixture_fails(module_resource):
+    pass
+
+@pytest.fixture
+def hooked():
+    pass
+
+@pytest.fixture(scope="module")
+def hooked_module():
+    pass
+
+def test_a_hook_fails_the_fixture(hooked):
+    pass
+
+def test_call_and_teardown_fail(broken_teardown):
+    assert 1 == 2
+
+def test_a_hook_fails_the_module_fixture(hooked_module):
+    pass
+"""
+
+FAILING_HOOK = """
+def pytest_fixture_setup(fixturedef):
+    if fixturedef.argname.startswith("hooked"):
+        raise RuntimeError("failing in a fixture-setup hook")
+"""
+
+
+def test_a_failure_s_traceback_is_the_same_with_and_without_the_plugin(
+    run_pytest: RunPytest, pytester: pytest.Pytester
+) -> None:
+    """No frame of the plugin's hooks shows in a failing test's traceback (leak detection
+    wraps fixture setup; a failed attempt registers the phase gate)."""
+    pytester.makepyfile(test_failing=FAILING)
+    pytester.makeconftest(FAILING_HOOK)
+    reports = {}
+    for mode in (["-p", "no:expiry"], ["--expiry=60", "--expiry-leaks=warn"]):
+        run = run_pytest(*mode)
+        assert run.junit is not None
+        reports[mode[0]] = [
+            (case.get("name"), problem.tag, problem.get("message"), problem.text)
+            for case in run.junit.iter("testcase")
+            for problem in case
+            if problem.tag in ("failure", "error")
+        ]
+    assert len(reports["-p"]) == 8
+    assert reports["--expiry=60"] == reports["-p"]

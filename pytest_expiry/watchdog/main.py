@@ -233,9 +233,11 @@ class _Session:
 
         The stop socket closing without the word is not the end: the session may have closed
         its descriptors, or exec'd another program, and its armed scope still holds."""
+        # a pidfd says when the session exits: nothing to poll (an idle watchdog sleeps)
+        check = None if self._pidfd is not None else _PARENT_CHECK
         while self.alive():
             watched = [fd for fd in (self._stop_fd, self._pidfd) if fd is not None]
-            readable, _, _ = select.select(watched, [], [], _PARENT_CHECK)
+            readable, _, _ = select.select(watched, [], [], check)
             if self._stop_fd is not None and self._stop_fd in readable:
                 data = os.read(self._stop_fd, 64)
                 if STOP in data:

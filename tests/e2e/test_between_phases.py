@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.helpers import XDIST
+try:
+    from tests.helpers import XDIST
+except ImportError:  # run by a pytest whose sys.path lacks the repository root
+    from helpers import XDIST  # type: ignore[no-redef,import-not-found]
 
 if TYPE_CHECKING:
     from tests.helpers import RunPytest

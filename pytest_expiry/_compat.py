@@ -10,6 +10,7 @@ rewrite); it is tested here too.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "mark_done_in_xdist_queue",
     "raise_in_waiting_asyncio_task",
     "raise_in_waiting_trio_task",
+    "runs_pool_worker",
     "runtest_phase",
     "trio_main_task",
 ]
@@ -102,6 +104,15 @@ def raise_in_waiting_asyncio_task(task: Any, error: BaseException) -> bool:
         return False
     waiter.set_exception(error)
     return True
+
+
+def runs_pool_worker(thread: Any) -> bool:
+    """Whether ``thread`` runs a ``concurrent.futures`` thread pool's worker loop: its
+    target (``Thread._target``, private, kept until the target returns) is the pool's
+    private ``_worker``. False until that module is imported."""
+    pool = sys.modules.get("concurrent.futures.thread")
+    worker = getattr(pool, "_worker", None)
+    return worker is not None and getattr(thread, "_target", None) is worker
 
 
 def is_idle_pool_worker(frame: Any) -> bool:

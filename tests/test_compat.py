@@ -166,3 +166,13 @@ def test_no_phase_is_read_outside_the_runner(request: pytest.FixtureRequest) -> 
     thread.join()
     assert read == [None]  # another thread's stack has no runner frames
     assert _compat.runtest_phase(None, request.node) is None
+
+
+def test_a_thread_pool_s_worker_threads_are_told_from_others() -> None:
+    import concurrent.futures  # noqa: PLC0415
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(lambda: None).result()
+        [worker] = [t for t in threading.enumerate() if _compat.runs_pool_worker(t)]
+        assert worker.name.startswith("ThreadPoolExecutor")
+    assert not _compat.runs_pool_worker(threading.current_thread())

@@ -46,7 +46,7 @@ class ThreadWatch:
 
     def begin(self) -> None:
         self._before = set(threading.enumerate())
-        self._idle = _idle_workers() if len(self._before) > 1 else set()
+        self._idle = _idle_workers(self._before) if len(self._before) > 1 else set()
 
     def snapshot(self) -> set[threading.Thread]:
         return set(threading.enumerate())
@@ -96,13 +96,15 @@ def exit_blockers() -> list[dict[str, Any]]:
     return blockers
 
 
-def _idle_workers() -> set[threading.Thread]:
+def _idle_workers(threads: set[threading.Thread]) -> set[threading.Thread]:
+    """The ``concurrent.futures`` pool workers among ``threads`` that wait for a job. Their
+    frames are read only when there are pool workers (an xdist worker always has another
+    thread: execnet's)."""
+    workers = [thread for thread in threads if _compat.runs_pool_worker(thread)]
+    if not workers:
+        return set()
     frames = sys._current_frames()
-    return {
-        thread
-        for thread in threading.enumerate()
-        if _compat.is_idle_pool_worker(frames.get(thread.ident or 0))
-    }
+    return {t for t in workers if _compat.is_idle_pool_worker(frames.get(t.ident or 0))}
 
 
 def _describe(thread: threading.Thread, frame: Any) -> dict[str, Any]:

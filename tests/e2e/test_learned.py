@@ -257,7 +257,8 @@ def test_without_the_cache_and_without_a_path_nothing_is_written(sessions: Sessi
         "expiry: 10 s per test; no deadlines learned: pytest's cache is disabled "
         "(-p no:cacheprovider) and no --expiry-history"
     ) in ran.output
-    assert set(os.listdir(sessions.cwd)) == before
+    written = set(os.listdir(sessions.cwd)) - before
+    assert written <= {"__pycache__"}  # pytest's bytecode of test_one.py, where it may write it
 
 
 def test_by_default_the_history_is_kept_in_pytests_cache(sessions: Sessions) -> None:

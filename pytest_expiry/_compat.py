@@ -23,8 +23,10 @@ __all__ = [
     "end_progress_line",
     "is_idle_pool_worker",
     "mark_done_in_xdist_queue",
+    "pool_workers_may_run",
     "raise_in_waiting_asyncio_task",
     "raise_in_waiting_trio_task",
+    "reports_logged_live",
     "runs_pool_worker",
     "runtest_phase",
     "trio_main_task",
@@ -115,6 +117,18 @@ def runs_pool_worker(thread: Any) -> bool:
     return worker is not None and getattr(thread, "_target", None) is worker
 
 
+def pool_workers_may_run() -> bool:
+    """Whether a ``concurrent.futures`` thread pool's worker may be alive: the pool module's
+    private registry of its workers (``_threads_queues``, weakly keyed by thread) is not
+    empty. False until that module is imported; True when the registry is not there (the
+    caller then looks at every thread)."""
+    pool = sys.modules.get("concurrent.futures.thread")
+    if pool is None:
+        return False
+    registry = getattr(pool, "_threads_queues", None)
+    return registry is None or len(registry) > 0
+
+
 def is_idle_pool_worker(frame: Any) -> bool:
     """Whether ``frame`` (a thread's innermost) is a ``concurrent.futures`` worker waiting for
     its next job with none queued: inside the pool's private ``_worker`` loop (not in a job it
@@ -164,3 +178,19 @@ def collection_errors_tolerated(config: pytest.Config) -> Iterator[None]:
         yield
     finally:
         option.continue_on_collection_errors = previous
+
+
+def reports_logged_live(manager: pytest.PytestPluginManager) -> bool:
+    """Whether every test report is logged as soon as it is made: when no implementation of
+    ``pytest_runtest_protocol`` that may run the test in its place is there but pytest's own
+    (the builtin plugin ``runner``, which logs each phase's report before the next phase) and
+    ours. pytest-rerunfailures, for one, runs an attempt's phases with ``log=False`` and logs
+    their reports after its teardown."""
+    impls = manager.hook.pytest_runtest_protocol.get_hookimpls()
+    return all(
+        impl.wrapper
+        or impl.hookwrapper
+        or impl.plugin_name == "runner"
+        or impl.plugin_name.startswith("expiry-")
+        for impl in impls
+    )

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_expiry.timer.api import clock
+from pytest_expiry.clock import clock
 
 __all__ = ["SessionBudget"]
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
-from pytest_expiry.record import Record
+if TYPE_CHECKING:
+    from pytest_expiry.record import Record
 
 
 @pytest.hookspec

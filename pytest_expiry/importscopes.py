@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_expiry._compat import collection_errors_tolerated
-from pytest_expiry.outcome import account
-from pytest_expiry.report.carry import attach
 
 if TYPE_CHECKING:
     from pytest_expiry.scoping import ScopeHooks
@@ -43,6 +41,9 @@ class ImportScopes:
             if scope.expired_in is None:
                 guard.release()
         if scope.expired_in is not None:
+            from pytest_expiry.outcome import account  # noqa: PLC0415 - rare path
+            from pytest_expiry.report.carry import attach  # noqa: PLC0415
+
             record = account(guard, scope, "collect", self._hooks.settings)
             guard.release()
             attach(report, record)

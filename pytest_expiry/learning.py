@@ -43,6 +43,7 @@ __all__ = [
     "deadline_source",
     "install",
     "resolve_deadline",
+    "session_learning",
 ]
 
 WORKER_KEY = "expiry_history"
@@ -78,15 +79,23 @@ class Learning:
 _LEARNING = pytest.StashKey[Learning]()
 
 
+def session_learning(config: pytest.Config) -> Learning | None:
+    """The session's :class:`Learning`, if learning or a history is on (:func:`install`)."""
+    return config.stash.get(_LEARNING, None)
+
+
 def resolve_deadline(
-    item: pytest.Item, settings: Settings, seen: dict[int, dict[str, pytest.Mark]] | None = None
+    item: pytest.Item,
+    settings: Settings,
+    seen: dict[int, dict[str, pytest.Mark]],
+    learning: Learning | None,
 ) -> tuple[float, bool]:
     """``(seconds, func_only)`` for ``item``: :func:`~pytest_expiry.settings.item_deadline`'s
     (markers, options, environment, ini, scaled), shortened to the learned deadline when
-    learning is on and the test's history teaches a shorter one (then ``item.stash[LEARNED]``
-    says how). Raises ``MarkerError`` as ``item_deadline`` does."""
+    ``learning`` (:func:`session_learning`) is on and the test's history teaches a shorter one
+    (then ``item.stash[LEARNED]`` says how). Raises ``MarkerError`` as ``item_deadline``
+    does."""
     seconds, func_only = item_deadline(item, settings, seen)
-    learning = item.config.stash.get(_LEARNING, None)
     if learning is None:
         return seconds, func_only
     if func_only and learning.record:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_expiry import record as records
+from pytest_expiry.clock import clock
 from pytest_expiry.errors import find_expiry
 from pytest_expiry.labels import name_xdist_worker
 from pytest_expiry.learning import deadline_source
@@ -18,7 +19,6 @@ from pytest_expiry.record import Record, after_text
 from pytest_expiry.report.carry import add_record, attach, where_it_hung
 from pytest_expiry.scope import ActiveScope, ScopeGuard
 from pytest_expiry.settings import Settings
-from pytest_expiry.timer.api import clock
 
 __all__ = ["account", "complete_expiry", "ended_late", "note_if_slow"]
 

@@ -22,12 +22,14 @@ from pytest_expiry import hookspecs
 # turned off (see _skip_assertion_rewriting)
 if TYPE_CHECKING:
     from pytest_expiry.budget import SessionBudget
+    from pytest_expiry.pertest import PerTest
     from pytest_expiry.settings import Settings
     from pytest_expiry.signals import ExpirySignals
 
 _CONTROLLER = "expiry-session"
 _RUNNER = "expiry-scopes"
 _LEAKS = "expiry-leaks"
+_PER_TEST = "expiry-per-test"
 _PACKAGE = __name__.partition(".")[0]
 
 
@@ -100,24 +102,29 @@ def pytest_configure(config: pytest.Config) -> None:
             "pytest-expiry: deadlines are not enforced on this platform (POSIX only)\n"
         )
         return
+    from pytest_expiry.pertest import PerTest  # noqa: PLC0415
+
+    per_test = PerTest()
+    config.pluginmanager.register(per_test, _PER_TEST)
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     runs_tests = workerinput is not None or getattr(config.option, "dist", "no") == "no"
     if settings.leaks != "off" and runs_tests:
         from pytest_expiry.leaks.plugin import LeakCheck  # noqa: PLC0415
 
-        config.pluginmanager.register(LeakCheck(settings), _LEAKS)
+        per_test.leaks = LeakCheck(settings)
+        config.pluginmanager.register(per_test.leaks, _LEAKS)
     if settings.learn or settings.history:
         from pytest_expiry.learning import install  # noqa: PLC0415
 
         install(config, settings, workerinput)
     if workerinput is not None:
-        _configure_worker(config, settings, workerinput)
+        _configure_worker(config, settings, workerinput, per_test)
     else:
-        _configure_session(config, settings)
+        _configure_session(config, settings, per_test)
 
 
 def _configure_worker(
-    config: pytest.Config, settings: Settings, workerinput: dict[str, Any]
+    config: pytest.Config, settings: Settings, workerinput: dict[str, Any], per_test: PerTest
 ) -> None:
     """An xdist worker runs tests against its controller's watchdog, or its own."""
     from pytest_expiry.xdist.controller import WORKER_KEY  # noqa: PLC0415
@@ -128,29 +135,31 @@ def _configure_worker(
 
         found = worker_watchdog(config, settings, card, str(workerinput.get("workerid")))
         if found is not None:
-            _register_scopes(config, settings, *found)
+            _register_scopes(config, settings, per_test, *found)
 
 
-def _configure_session(config: pytest.Config, settings: Settings) -> None:
+def _configure_session(config: pytest.Config, settings: Settings, per_test: PerTest) -> None:
     """The session's process owns the watchdog; it runs the tests too, unless xdist does."""
+    from pytest_expiry.clock import clock  # noqa: PLC0415
     from pytest_expiry.session import ExpirySession  # noqa: PLC0415
-    from pytest_expiry.timer.api import clock  # noqa: PLC0415
 
     session_deadline = clock() + settings.session
     controller = ExpirySession(config, settings, _signals(), session_deadline)
     config.pluginmanager.register(controller, _CONTROLLER)
+    per_test.session = controller
     if getattr(config.option, "dist", "no") != "no" and not config.option.collectonly:
         from pytest_expiry.xdist.controller import XdistBridge  # noqa: PLC0415
 
         config.pluginmanager.register(XdistBridge(controller), "expiry-xdist")
     else:
         budget = _budget(settings, session_deadline)
-        _register_scopes(config, settings, controller.watchdog_address, budget)
+        _register_scopes(config, settings, per_test, controller.watchdog_address, budget)
 
 
 def _register_scopes(
     config: pytest.Config,
     settings: Settings,
+    per_test: PerTest,
     connect: Callable[[bool], tuple[str, ExpirySignals]],
     budget: SessionBudget | None,
 ) -> None:
@@ -160,6 +169,7 @@ def _register_scopes(
 
     hooks = ScopeHooks(config, settings, connect, budget)
     config.pluginmanager.register(hooks, _RUNNER)
+    per_test.scopes = hooks
     if budget is not None:
         config.pluginmanager.register(budget, "expiry-session-budget")
     if settings.collect:

@@ -22,18 +22,16 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TypeVar
 
 from pytest_expiry.asyncdelivery import deliver_into_loop
+from pytest_expiry.clock import clock
 from pytest_expiry.debugger import debugger_active
 from pytest_expiry.errors import Expired
 from pytest_expiry.protocol.accounts import await_account
 from pytest_expiry.protocol.client import ChannelClient, ChannelError
 from pytest_expiry.protocol.wire import EVENTS_NAME, MAX_PAYLOAD
-from pytest_expiry.record import after_text
-from pytest_expiry.timer.api import clock
 
 __all__ = ["ActiveScope", "ScopeGuard"]
 
@@ -42,23 +40,38 @@ _Result = TypeVar("_Result")
 _PENDING_ANSWER = 1.0  # how long pytest may take to reach the next phase after a pending expiry
 
 
-@dataclass(slots=True)
 class ActiveScope:
     """A scope's state, written by its :class:`ScopeGuard` alone and read by anyone.
-    ``seconds`` is its length, ``deadline`` the point in time (on :func:`clock`) it ends."""
+    ``seconds`` is its length, ``deadline`` the point in time (on :func:`clock`) it ends.
+    (A plain class: a scope is made per test, and what changes only in trouble keeps the
+    class's default until then.)"""
 
-    nodeid: str
-    seconds: float
-    armed_at: float
-    deadline: float
     expired_in: str | None = None
     expired_after: float = 0.0
     expired_deadline: float = 0.0
-    answer_on_expiry: bool = False
-    owner: object = None  # what it was armed for (the item), for a cheap identity check
     pending: bool = False  # the deadline passed between phases: expire at the next one
     answered: bool = False  # the expiry was answered: what remains has a fresh deadline
     released: bool = False
+
+    def __init__(
+        self,
+        nodeid: str,
+        seconds: float,
+        armed_at: float,
+        deadline: float,
+        *,
+        answer_on_expiry: bool = False,
+        owner: object = None,
+    ) -> None:
+        self.nodeid = nodeid
+        self.seconds = seconds
+        self.armed_at = armed_at
+        self.deadline = deadline
+        self.answer_on_expiry = answer_on_expiry
+        self.owner = owner  # what it was armed for (the item), for a cheap identity check
+
+    def __repr__(self) -> str:
+        return f"ActiveScope({self.nodeid!r}, {self.seconds:g} s, {self.state})"
 
     @property
     def state(self) -> str:
@@ -289,6 +302,8 @@ class ScopeGuard:
         if scope.answer_on_expiry:
             self.answer()
         self._in_trouble(scope)
+        from pytest_expiry.record import after_text  # noqa: PLC0415 - when it expires
+
         error = Expired(f"{how} {after_text(elapsed, scope.seconds)}")
         if frame is not None and deliver_into_loop(error, frame, _file_of(scope.owner)):
             return  # the event loop raises it in the test's task, where that waits

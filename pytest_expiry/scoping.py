@@ -1,11 +1,12 @@
 """The hooks of the process that runs tests (plain pytest, or each xdist worker).
 
-Per test: a wrapper around its protocol arms its scope (one write to the process's slot) and
-releases it (another), and its teardown report is checked for a test that ended past its
-deadline or took most of it (SLOW). A test whose scope is in trouble (it expired, or an attempt
-failed and may be run again) gets :class:`~pytest_expiry.phases.PhaseGate` for the rest of its
-protocol: the report of the phase that expired is completed with the watchdog's account, and
-what remains gets a fresh, bounded deadline.
+Per test (called by :class:`~pytest_expiry.pertest.PerTest`): its scope is armed as its protocol
+starts (one write to the process's slot) and released as it ends (another), and its teardown
+report is checked for a test that ended past its deadline or took most of it (SLOW). A test
+whose scope is in trouble (it expired, or an attempt failed and may be run again) gets
+:class:`~pytest_expiry.phases.PhaseGate` for the rest of its protocol: the report of the phase
+that expired is completed with the watchdog's account, and what remains gets a fresh, bounded
+deadline.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 import pytest
 
 from pytest_expiry.budget import SessionBudget
-from pytest_expiry.learning import resolve_deadline
-from pytest_expiry.phases import ATTEMPT, DEADLINE, NO_DEADLINE, PhaseGate, limits
+from pytest_expiry.clock import clock
+from pytest_expiry.learning import resolve_deadline, session_learning
+from pytest_expiry.phases import ATTEMPT, DEADLINE, PhaseGate, limits
 from pytest_expiry.protocol.client import ChannelClient, ChannelError
 from pytest_expiry.protocol.wire import stacks_directory
 from pytest_expiry.report.carry import report_marker_errors
@@ -27,7 +29,6 @@ from pytest_expiry.signals import ExpirySignals
 from pytest_expiry.stacks import hook as stackhook
 from pytest_expiry.stacks.hook import ChildEnvironment
 from pytest_expiry.stacks.native import allow_tracing_by
-from pytest_expiry.timer.api import clock
 
 __all__ = ["ScopeHooks"]
 
@@ -58,6 +59,7 @@ class ScopeHooks:
         self._restarts = 0
         self._environment = ChildEnvironment()
         self._gate: PhaseGate | None = None
+        self._armed: ScopeGuard | None = None
 
     def _start_guard(self, fresh: bool = False) -> ScopeGuard | None:
         try:
@@ -108,18 +110,23 @@ class ScopeHooks:
     ) -> None:
         errors: dict[pytest.Item, str] = {}
         seen: dict[int, dict[str, pytest.Mark]] = {}
+        learning = session_learning(self._config)
+        func_only = False
         for item in items:
             try:
-                item.stash[DEADLINE] = resolve_deadline(item, self._settings, seen)
+                resolved = resolve_deadline(item, self._settings, seen, learning)
             except MarkerError as error:
                 errors[item] = f"{item.nodeid}: {error}"
+            else:
+                item.stash[DEADLINE] = resolved
+                func_only = func_only or resolved[1]
         if errors and not hasattr(self._config, "workerinput"):
             raise pytest.UsageError("invalid expiry markers:\n  " + "\n  ".join(errors.values()))
         if errors:  # an xdist worker cannot end the run with a usage error: report per item
             report_marker_errors(session, errors)
             items[:] = [item for item in items if item not in errors]
         manager = self._config.pluginmanager
-        if any(limits(item)[1] for item in items) and not manager.has_plugin(_FUNC_ONLY):
+        if func_only and not manager.has_plugin(_FUNC_ONLY):
             manager.register(_FuncOnlyScopes(self), _FUNC_ONLY)
 
     def guard_for(self, item: pytest.Item) -> tuple[ScopeGuard | None, float]:
@@ -137,22 +144,26 @@ class ScopeHooks:
             self._warn(f"{self.unavailable}; tests from here on run without deadlines")
         return guard, seconds
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
-        seconds, func_only = item.stash.get(DEADLINE, NO_DEADLINE)
-        guard = None
-        if not func_only:  # a func_only scope is armed for the call alone
+    def begin(self, item: pytest.Item) -> None:
+        """Arm ``item``'s scope (a func_only scope is armed for the call alone)."""
+        try:
+            seconds, func_only = item.stash[DEADLINE]
+        except KeyError:  # an item made after collection
+            return
+        if not func_only:
             guard, seconds = self._guard_within(seconds)
             if guard is not None:
                 guard.arm(item.nodeid, seconds, owner=item)
-        try:
-            return (yield)
-        finally:
-            if guard is not None:
-                guard.release()
-            if self._gate is not None:
-                self._config.pluginmanager.unregister(self._gate)
-                self._gate = None
+                self._armed = guard
+
+    def end(self, item: pytest.Item) -> None:
+        """Release the scope; a test that was in trouble leaves :class:`PhaseGate`."""
+        if self._armed is not None:
+            self._armed.release()
+            self._armed = None
+        if self._gate is not None:
+            self._config.pluginmanager.unregister(self._gate)
+            self._gate = None
 
     def _in_trouble(self, scope: ActiveScope) -> None:
         """The scope expired, its deadline passed between phases, or an attempt failed:
@@ -162,8 +173,9 @@ class ScopeHooks:
             self._gate = PhaseGate(self)
             self._config.pluginmanager.register(self._gate, _PHASES)
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+    def on_report(self, report: pytest.TestReport) -> None:
+        """A teardown that ended past the deadline fails; one that took most of it is
+        SLOW; a failed attempt may be run again, with a fresh deadline."""
         if report.when != "teardown" and report.outcome == "passed":
             return  # the common case
         guard = self.guard

@@ -11,7 +11,6 @@ import pytest
 from pytest_expiry._compat import capture_disabled, end_progress_line
 from pytest_expiry.exit import bound_exit
 from pytest_expiry.report.log import ExpiryLog
-from pytest_expiry.report.terminal import slow_line, summary_lines
 from pytest_expiry.settings import Settings
 from pytest_expiry.signals import ExpirySignals
 from pytest_expiry.watchdog.launch import WatchdogProcess
@@ -78,11 +77,15 @@ class ExpirySession:
         notes = [f"expiry: {note}" for note in s.header_notes]
         return [f"expiry: {deadline} ({', '.join(details)})", *notes]
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+    def on_report(self, report: pytest.TestReport) -> None:
+        """Keep the records ``report`` carries (called by :class:`~pytest_expiry.pertest.PerTest`
+        after the parts that add them)."""
         records = getattr(report, "expiry", None)
         if not records:
             return
         self.log.add_report(report)
+        from pytest_expiry.report.terminal import slow_line  # noqa: PLC0415 - rare path
+
         lines = [slow_line(r) for r in records if r["event"] == "slow"]
         if lines:
             self._slow_lines.extend(lines)
@@ -108,6 +111,8 @@ class ExpirySession:
             self.log.add_report(report)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from pytest_expiry.report.terminal import summary_lines  # noqa: PLC0415 - once
+
         lines = summary_lines(self.log.records)
         if self._settings.conflict and terminalreporter.verbosity < 0:  # -q: no header
             lines.append(f"WARNING {self._settings.conflict}")

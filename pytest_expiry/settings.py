@@ -48,7 +48,7 @@ def _scaled(value: float, scale: float) -> float:
     return max(value * scale, MIN_SECONDS) if value else 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # never compared; eq and hash cost start-up time
 class Settings:
     """The session's resolved expiry settings; the deadlines of ``collect``, ``exit`` and
     ``session`` are already scaled, ``default`` is not (see :func:`item_deadline`)."""
@@ -215,13 +215,14 @@ def item_deadline(
     """
     names = ("expires", "timeout") if settings.timeout_compat else ("expires",)
     closest = _closest_markers(item, names, {} if seen is None else seen)
-    for name in names:
-        marker = closest.get(name)
-        if marker is not None:
-            value, func_only = marker_seconds(marker, "seconds" if name == "expires" else name)
-            chosen = settings.func_only if func_only is None else func_only
-            value = settings.default if value is None else value
-            return _scaled(value, settings.scale), chosen
+    if closest:
+        for name in names:
+            marker = closest.get(name)
+            if marker is not None:
+                value, func_only = marker_seconds(marker, "seconds" if name == "expires" else name)
+                chosen = settings.func_only if func_only is None else func_only
+                value = settings.default if value is None else value
+                return _scaled(value, settings.scale), chosen
     return _scaled(settings.default, settings.scale), settings.func_only
 
 
@@ -241,15 +242,24 @@ def _closest_markers(
     """The marker of each name in ``names`` closest to ``node`` (what
     ``node.get_closest_marker`` returns), remembering each parent's in ``seen``."""
     parent = node.parent
-    inherited: dict[str, pytest.Mark] = {}
-    if parent is not None:
-        known = seen.get(id(parent))
-        inherited = known if known is not None else _closest_markers(parent, names, seen)
+    inherited = _collector_markers(parent, names, seen) if parent is not None else {}
+    own = _own_markers(node, names)
+    return {**inherited, **own} if own else inherited
+
+
+def _collector_markers(
+    node: Any, names: tuple[str, ...], seen: dict[int, dict[str, pytest.Mark]]
+) -> dict[str, pytest.Mark]:
+    """:func:`_closest_markers` of a collector (a module, a class), remembered in ``seen``."""
+    found = seen.get(id(node))
+    if found is None:
+        found = seen[id(node)] = _closest_markers(node, names, seen)
+    return found
+
+
+def _own_markers(node: Any, names: tuple[str, ...]) -> dict[str, pytest.Mark]:
     own: dict[str, pytest.Mark] = {}
     for mark in node.own_markers:
         if mark.name in names:
             own.setdefault(mark.name, mark)
-    found = {**inherited, **own} if own else inherited
-    if not isinstance(node, pytest.Item):
-        seen[id(node)] = found
-    return found
+    return own

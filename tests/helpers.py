@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import pwd
 import re
@@ -26,7 +27,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import psutil
 import pytest
@@ -129,6 +130,8 @@ __all__ = [
     "assert_none_left",
     "inner_env",
     "kill_tagged",
+    "leaked",
+    "leaked_in_phases",
     "left_running",
     "needs",
     "normalized_outcome_line",
@@ -402,3 +405,51 @@ class WatchdogEnd:
         for sock in self._sockets:
             sock.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def leaked(report: Path) -> list[dict[str, Any]]:
+    """The ``leaked`` events of a JSON report (``--expiry-report``)."""
+    events = json.loads(report.read_text())["events"]
+    return [e for e in events if e["event"] == "leaked"]
+
+
+# one process left by each phase; the module keeps the Popen objects (no ResourceWarning)
+PHASED = """
+    import subprocess, sys
+    import pytest
+
+    STARTED = []
+
+    def sleeper():
+        STARTED.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+
+    @pytest.fixture
+    def started_in_setup():
+        sleeper()
+        yield
+
+    @pytest.fixture
+    def started_in_teardown():
+        yield
+        sleeper()
+
+    def test_setup(started_in_setup):
+        pass
+
+    def test_call():
+        sleeper()
+
+    def test_teardown(started_in_teardown):
+        pass
+"""
+
+
+def leaked_in_phases(
+    pytester: pytest.Pytester, run_pytest: RunPytest, *args: str
+) -> dict[str, list[str]]:
+    """Run :data:`PHASED` in kill mode: test name -> the phases of the processes it leaked."""
+    pytester.makepyfile(PHASED)
+    run = run_pytest("--expiry=10", "--expiry-leaks=kill", "--expiry-report=phased.json", *args)
+    run.result.assert_outcomes(passed=3)
+    records = leaked(pytester.path / "phased.json")
+    return {r["nodeid"].split("::")[1]: [p["phase"] for p in r["processes"]] for r in records}

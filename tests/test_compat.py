@@ -175,4 +175,28 @@ def test_a_thread_pool_s_worker_threads_are_told_from_others() -> None:
         pool.submit(lambda: None).result()
         [worker] = [t for t in threading.enumerate() if _compat.runs_pool_worker(t)]
         assert worker.name.startswith("ThreadPoolExecutor")
+        assert _compat.pool_workers_may_run()  # the pool module's registry of its workers
     assert not _compat.runs_pool_worker(threading.current_thread())
+
+
+class _RunsTestsItself:
+    """A plugin that runs a test in place of pytest's protocol, as pytest-rerunfailures does."""
+
+    def pytest_runtest_protocol(self, item: pytest.Item) -> None:
+        return None
+
+
+def test_pytest_s_own_protocol_is_the_builtin_plugin_named_runner(
+    pytestconfig: pytest.Config,
+) -> None:
+    manager = pytestconfig.pluginmanager
+    impls = manager.hook.pytest_runtest_protocol.get_hookimpls()
+    running = {i.plugin_name for i in impls if not (i.wrapper or i.hookwrapper)}
+    assert "runner" in running
+    others = running - {"runner"} - {n for n in running if n.startswith("expiry-")}
+    assert _compat.reports_logged_live(manager) is (not others)  # rerunfailures is one
+    manager.register(_RunsTestsItself(), "runs-tests-itself")
+    try:
+        assert not _compat.reports_logged_live(manager)
+    finally:
+        manager.unregister(name="runs-tests-itself")

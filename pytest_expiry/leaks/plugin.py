@@ -1,28 +1,32 @@
 """The pytest hooks of leak detection (``--expiry-leaks``), which stand on their own: they need
 no deadline and no watchdog. The session's tag (:mod:`pytest_expiry.lineage`) is added to the
-environment when the plugin is made and taken back, exactly, when it is closed; after each
-test's teardown, the processes it left running are reported (and, in ``kill``/``fail`` modes,
+environment when the plugin is made and taken back, exactly, when it is closed. Each test's
+start, and each of its reports, reach it through :class:`~pytest_expiry.pertest.PerTest`; after
+each test's teardown, the processes it left running are reported (and, in ``kill``/``fail`` modes,
 ended), and so are the busy non-daemon threads it left; see :mod:`pytest_expiry.leaks.processes` and
 :mod:`pytest_expiry.leaks.threads`."""
 
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_expiry import lineage
+from pytest_expiry._compat import reports_logged_live
 from pytest_expiry.leaks.processes import LeakWatch
 from pytest_expiry.leaks.threads import ThreadWatch
-from pytest_expiry.record import Record
 from pytest_expiry.settings import Settings
+
+if TYPE_CHECKING:
+    from pytest_expiry.record import Record
 
 __all__ = ["EXIT_BLOCKERS_KEY", "LeakCheck"]
 
 EXIT_BLOCKERS_KEY = "expiry_exit_blockers"
 _THREADS_TITLE = "threads left running after teardown"
-_RECORDS = "expiry-leak-records"
+_MARKS = "expiry-leak-marks"
 
 
 class LeakCheck:
@@ -34,7 +38,8 @@ class LeakCheck:
         lineage.join(self.token)
         self.leaks = LeakWatch(settings.leaks, settings.grace, self.token)
         self.threads = ThreadWatch()
-        self._unlogged: _LeakRecords | None = None
+        self._live: bool | None = None  # whether reports are logged as they are made
+        self._pending: tuple[str, list[tuple[Record, str]]] | None = None
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """On an xdist worker: the threads that will hold its exit go to the controller with
@@ -48,29 +53,45 @@ class LeakCheck:
         if blockers:
             workeroutput[EXIT_BLOCKERS_KEY] = blockers
 
-    def pytest_runtest_logstart(self) -> None:
-        if self._unlogged is not None:  # the last test's teardown report was never logged
-            self._unlogged.done()
-            self._unlogged = None
+    def begin(self, item: pytest.Item) -> None:
+        """A test starts: what appears from now on may be its leak. (On the first test, the
+        phases' marks are placed: see :meth:`on_report`.)"""
+        self._pending = None  # the last test's teardown report was never logged
+        if self._live is None:
+            self._live = reports_logged_live(item.config.pluginmanager)
+            if not self._live:
+                item.config.pluginmanager.register(_PhaseMarks(self), _MARKS)
         self.leaks.begin()
         self.threads.begin()
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-        """Marks the end of each phase; after the teardown, looks for what the test left
-        running. (A plain hook, called before the report is made: the report of a test that
-        leaked gets the record when it is logged, see :class:`_LeakRecords`.)"""
-        changed = self.leaks.end_phase(call.when)
-        if call.when != "teardown":
+    def end_phase(self, nodeid: str, phase: str) -> None:
+        """Mark the end of ``phase``; after the teardown, look for what the test left
+        running (the records wait for the teardown report: :meth:`on_report`)."""
+        self.leaks.end_phase(phase)
+        if phase != "teardown":
             return
+        window = self.leaks.window()
         found = []
-        if changed:
-            found.append((self.leaks.check(item.nodeid), "leaked processes"))
-        found.append((self.threads.check(item.nodeid, self.leaks.mode), _THREADS_TITLE))
+        if window is not None:  # processes first: ending them may end threads that wait on them
+            found.append((self.leaks.check(nodeid), "leaked processes"))
+        found.append((self.threads.check(nodeid, self.leaks.mode, window), _THREADS_TITLE))
         records = [(record, title) for record, title in found if record is not None]
-        if records:
-            self._unlogged = _LeakRecords(item.config, item.nodeid, self.leaks.mode, records)
-            item.config.pluginmanager.register(self._unlogged, _RECORDS)
+        self._pending = (nodeid, records) if records else None
+
+    def on_report(self, report: pytest.TestReport) -> None:
+        """Where each report is logged as it is made, its phase ends here; the teardown
+        report of a test that leaked gets the records."""
+        if report.when != "teardown":
+            if self._live:
+                self.leaks.end_phase(report.when)
+            return
+        if self._live:
+            self.end_phase(report.nodeid, "teardown")
+        pending = self._pending
+        if pending is not None and report.nodeid == pending[0]:
+            self._pending = None
+            for record, title in pending[1]:
+                _attach(report, record, title, self.leaks.mode)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, object, object]:
@@ -99,30 +120,16 @@ class LeakCheck:
             lineage.leave(self.token)
 
 
-class _LeakRecords:
-    """Registered for one test's teardown report, when the test leaked: attaches the records
-    as the report is logged, and unregisters itself."""
+class _PhaseMarks:
+    """Where reports are logged after the attempt (pytest-rerunfailures), each phase's end
+    is marked as its report is made instead."""
 
-    def __init__(
-        self, config: pytest.Config, nodeid: str, mode: str, records: list[tuple[Record, str]]
-    ) -> None:
-        self._config = config
-        self._nodeid = nodeid
-        self._mode = mode
-        self._records = records
-
-    def done(self) -> None:
-        manager = self._config.pluginmanager
-        if manager.is_registered(self):
-            manager.unregister(self)
+    def __init__(self, check: LeakCheck) -> None:
+        self._check = check
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.nodeid != self._nodeid or report.when != "teardown":
-            return
-        self.done()
-        for record, title in self._records:
-            _attach(report, record, title, self._mode)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+        self._check.end_phase(item.nodeid, call.when)
 
 
 def _attach(report: pytest.TestReport, record: Record, title: str, mode: str) -> None:

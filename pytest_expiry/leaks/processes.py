@@ -50,8 +50,8 @@ def supported() -> bool:
 class LeakWatch:
     """Finds, reports and (in ``kill`` and ``fail`` modes) ends what each test leaves.
 
-    Per test: :meth:`begin`, :meth:`end_phase` for each phase (True when anything was
-    allocated since :meth:`begin`), then :meth:`check` after the teardown. ``token`` is the
+    Per test: :meth:`begin`, :meth:`end_phase` for each phase, then :meth:`window` and
+    :meth:`check` after the teardown. ``token`` is the
     session's tag, which the caller has joined (:func:`lineage.join`)."""
 
     def __init__(self, mode: str, grace: float, token: str) -> None:
@@ -74,10 +74,15 @@ class LeakWatch:
         if self._owned:
             self._owned = []
 
-    def end_phase(self, phase: str) -> bool:
-        """``phase`` of the test ended: whether any pid was allocated since :meth:`begin`."""
-        mark = self._marks[phase] = self.mark()
-        return mark != self._start
+    def end_phase(self, phase: str) -> None:
+        """``phase`` of the test ended."""
+        self._marks[phase] = self.mark()
+
+    def window(self) -> tuple[int, int] | None:
+        """After the teardown (before :meth:`check`): the marks of the test's start and of
+        the last pid allocated by the end of its teardown; None if none was allocated."""
+        start, end = self._start, self._marks.get("teardown", self._start)
+        return None if end == start else (start, end)
 
     def owned_by_fixture(self, before: int, after: int) -> None:
         """Pids allocated between the marks ``before`` and ``after``, while a wider-scoped

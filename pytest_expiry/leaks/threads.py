@@ -19,15 +19,17 @@ import sys
 import threading
 import traceback
 import weakref
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
-from pytest_expiry import _compat
+from pytest_expiry import _compat, lineage
 
 if TYPE_CHECKING:
     from pytest_expiry.record import Record
 
 __all__ = ["ThreadWatch", "exit_blockers", "left_by"]
 
+_NONE: frozenset[threading.Thread] = frozenset()
 _LEFT_BY: weakref.WeakKeyDictionary[threading.Thread, str] = weakref.WeakKeyDictionary()
 
 
@@ -37,16 +39,19 @@ def left_by(thread: threading.Thread) -> str | None:
 
 
 class ThreadWatch:
-    """Per test: :meth:`begin`, then :meth:`check` after the teardown."""
+    """Per test: :meth:`begin`, then :meth:`check` after the teardown.
+
+    A thread's id (``native_id``) is a pid like any other, handed out in the same order, so
+    the threads that appeared during a test are those whose ids the test's window of
+    allocated pids holds (:mod:`pytest_expiry.lineage`): a test that allocated none started
+    none, and only a pool's idle workers need a look at its start."""
 
     def __init__(self) -> None:
-        self._before: set[threading.Thread] = set(threading.enumerate())
-        self._idle: set[threading.Thread] = set()
+        self._idle: AbstractSet[threading.Thread] = _NONE
         self._owned: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
     def begin(self) -> None:
-        self._before = set(threading.enumerate())
-        self._idle = _idle_workers(self._before) if len(self._before) > 1 else set()
+        self._idle = _idle_workers() if _compat.pool_workers_may_run() else _NONE
 
     def snapshot(self) -> set[threading.Thread]:
         return set(threading.enumerate())
@@ -56,16 +61,19 @@ class ThreadWatch:
         fixture began its setup) belong to that fixture."""
         self._owned.update(t for t in threading.enumerate() if t not in before)
 
-    def check(self, nodeid: str, action: str) -> Record | None:
-        """The record of the threads ``nodeid`` left busy, if any."""
+    def check(self, nodeid: str, action: str, window: tuple[int, int] | None) -> Record | None:
+        """The record of the threads ``nodeid`` left busy, if any. ``window``: the marks of
+        the first and last pid allocated during the test (None if it allocated none)."""
+        if window is None and not self._idle:
+            return None  # the common case: no thread appeared, no worker was idle
         candidates = [
             thread
             for thread in threading.enumerate()
-            if (thread not in self._before or thread in self._idle)
+            if (thread in self._idle or _appeared_in(thread, window))
             and thread not in self._owned
             and not thread.daemon
         ]
-        if not candidates:  # the common case: no frame is read
+        if not candidates:
             return None
         frames = sys._current_frames()
         leaked = [
@@ -83,6 +91,16 @@ class ThreadWatch:
         return record.leaked_threads(nodeid, action, threads)
 
 
+def _appeared_in(thread: threading.Thread, window: tuple[int, int] | None) -> bool:
+    """Whether ``thread``'s id was allocated in ``window`` (one not running yet has none:
+    it was just started)."""
+    if window is None:
+        return False
+    start, end = window
+    native = thread.native_id
+    return native is None or 0 < lineage.position(native, start) <= lineage.position(end, start)
+
+
 def exit_blockers() -> list[dict[str, Any]]:
     """The threads tests left that are still busy at the end of the session: the
     interpreter's exit waits for each. Each is ``{"name", "ident", "stack", "test"}``."""
@@ -96,11 +114,11 @@ def exit_blockers() -> list[dict[str, Any]]:
     return blockers
 
 
-def _idle_workers(threads: set[threading.Thread]) -> set[threading.Thread]:
-    """The ``concurrent.futures`` pool workers among ``threads`` that wait for a job. Their
-    frames are read only when there are pool workers (an xdist worker always has another
-    thread: execnet's)."""
-    workers = [thread for thread in threads if _compat.runs_pool_worker(thread)]
+def _idle_workers() -> set[threading.Thread]:
+    """The ``concurrent.futures`` pool workers that wait for a job. Their frames are read
+    only when there are pool workers (an xdist worker always has another thread:
+    execnet's)."""
+    workers = [thread for thread in threading.enumerate() if _compat.runs_pool_worker(thread)]
     if not workers:
         return set()
     frames = sys._current_frames()

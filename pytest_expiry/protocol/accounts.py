@@ -8,8 +8,8 @@ import json
 import time
 from typing import Any
 
+from pytest_expiry.clock import clock
 from pytest_expiry.protocol.client import ChannelClient
-from pytest_expiry.timer.api import clock
 
 __all__ = ["await_account"]
 

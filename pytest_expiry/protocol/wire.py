@@ -44,7 +44,7 @@ import os
 import socket
 import struct
 
-from pytest_expiry.timer.api import clock
+from pytest_expiry.clock import clock
 
 __all__ = [
     "DRAIN_INTERVAL",

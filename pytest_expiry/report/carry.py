@@ -4,19 +4,22 @@ with each record, its JUnit property and, for a failure, its text as a section."
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_expiry.errors import find_expiry
-from pytest_expiry.record import Record
-from pytest_expiry.report.junit import junit_property
+
+if TYPE_CHECKING:
+    from pytest_expiry.record import Record
 
 __all__ = ["add_record", "attach", "report_marker_errors", "where_it_hung"]
 
 
 def add_record(report: pytest.TestReport | pytest.CollectReport, record: Record) -> None:
     """Put ``record`` on ``report`` (``report.expiry``), with its JUnit property."""
+    from pytest_expiry.report.junit import junit_property  # noqa: PLC0415 - rare path
+
     report.expiry = [*(getattr(report, "expiry", None) or []), record]  # type: ignore[union-attr]
     prop = junit_property(record)
     if prop is not None:

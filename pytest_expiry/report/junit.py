@@ -4,7 +4,10 @@ name says the kind and whose value says what happened (pytest's junitxml writes 
 
 from __future__ import annotations
 
-from pytest_expiry.record import Record
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_expiry.record import Record
 
 __all__ = ["junit_property"]
 

@@ -3,21 +3,19 @@ xdist controller), for the terminal summary and the JSON report."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-from pytest_expiry import record as records
-from pytest_expiry.record import Record
 
 if TYPE_CHECKING:
     import pytest
 
+    from pytest_expiry.record import Record
+
 __all__ = ["ExpiryLog"]
 
 
-@dataclass
 class ExpiryLog:
-    records: list[Record] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.records: list[Record] = []
 
     def add_report(self, report: pytest.TestReport | pytest.CollectReport) -> None:
         """Keep the report's records; those of an attempt that pytest-rerunfailures runs
@@ -29,7 +27,9 @@ class ExpiryLog:
         self.records.extend(carried)
 
     def add_exit_blockers(self, worker: str, threads: list[dict[str, Any]]) -> None:
-        self.records.append(records.exit_blocked(worker, threads))
+        from pytest_expiry.record import exit_blocked  # noqa: PLC0415 - rare path
+
+        self.records.append(exit_blocked(worker, threads))
 
     def of_kind(self, *kinds: str) -> list[Record]:
         return [r for r in self.records if r["event"] in kinds]

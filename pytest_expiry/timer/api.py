@@ -19,11 +19,12 @@ import itertools
 import math
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+from pytest_expiry.clock import clock
 
 if TYPE_CHECKING:
     import logging
@@ -37,10 +38,6 @@ __all__ = [
     "configure",
     "expires",
 ]
-
-
-clock = time.monotonic
-"""The clock every deadline is measured on: monotonic and shared by all processes of a host."""
 
 
 @dataclass(frozen=True)

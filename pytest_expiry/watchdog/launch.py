@@ -21,6 +21,7 @@ import tempfile
 import time
 from typing import Any
 
+from pytest_expiry.clock import clock
 from pytest_expiry.protocol.wire import (
     DRAIN_INTERVAL,
     EVENTS_NAME,
@@ -32,7 +33,6 @@ from pytest_expiry.protocol.wire import (
     stacks_directory,
 )
 from pytest_expiry.signals import ExpirySignals
-from pytest_expiry.timer.api import clock
 from pytest_expiry.xdist import accounts
 
 __all__ = ["WatchdogProcess"]

@@ -17,7 +17,7 @@ import socket
 import uuid
 from typing import Any
 
-from pytest_expiry.timer.api import clock
+from pytest_expiry.clock import clock
 
 __all__ = ["controller_card", "host_identity", "host_label", "join_shared", "shares"]
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_expiry.budget import SessionBudget
+from pytest_expiry.clock import clock
 from pytest_expiry.signals import ExpirySignals, parse_signals
-from pytest_expiry.timer.api import clock
 from pytest_expiry.xdist.hosts import join_shared
 
 if TYPE_CHECKING:

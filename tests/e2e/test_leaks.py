@@ -14,16 +14,21 @@ import contextlib
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
 try:
-    from tests.helpers import TAG, RunPytest, tagged_processes
+    from tests.helpers import TAG, RunPytest, leaked, leaked_in_phases, tagged_processes
 except ImportError:  # run by a pytest whose sys.path lacks the repository root
-    from helpers import TAG, RunPytest, tagged_processes  # type: ignore[no-redef,import-not-found]
+    from helpers import (  # type: ignore[no-redef,import-not-found]
+        TAG,
+        RunPytest,
+        leaked,
+        leaked_in_phases,
+        tagged_processes,
+    )
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -39,11 +44,6 @@ def end_leftovers() -> list[str]:
             left.append(" ".join(process.cmdline()))
             process.kill()
     return left
-
-
-def leaked(report: Path) -> list[dict[str, Any]]:
-    events = json.loads(report.read_text())["events"]
-    return [e for e in events if e["event"] == "leaked"]
 
 
 DAEMON = """
@@ -107,6 +107,14 @@ LEAKERS = (
     "test_leaks_an_escapee_by_setsid_and_double_fork",
     "test_leaks_a_python_daemon",
 )
+
+
+def test_a_leak_is_charged_to_the_phase_that_started_it(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
+    phases = leaked_in_phases(pytester, run_pytest)
+    assert phases == {"test_setup": ["setup"], "test_call": ["call"], "test_teardown": ["teardown"]}
+    assert end_leftovers() == []
 
 
 @pytest.mark.parametrize("mode", [[], ["-n", "2"]], ids=["plain", "xdist"])

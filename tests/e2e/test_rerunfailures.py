@@ -20,6 +20,11 @@ import pytest
 if TYPE_CHECKING:
     from tests.helpers import Run, RunPytest
 
+try:
+    from tests.helpers import leaked_in_phases
+except ImportError:  # run by a pytest whose sys.path lacks the repository root
+    from helpers import leaked_in_phases  # type: ignore[no-redef,import-not-found]
+
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("pytest_rerunfailures") is None,
     reason="pytest-rerunfailures is not installed (the compatibility job of .ci/run installs it)",
@@ -181,3 +186,10 @@ def test_under_xdist_without_reruns_a_hard_killed_test_is_not_run_again(
     assert outcomes(run) == dict(passed=1, failed=1), run.output
     assert "run again" not in run.output
     assert "worker 'gw0' crashed" not in run.output
+
+
+def test_a_leak_is_charged_to_its_phase_though_reports_are_logged_after_the_attempt(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
+    phases = leaked_in_phases(pytester, run_pytest, "--reruns=1")
+    assert phases == {"test_setup": ["setup"], "test_call": ["call"], "test_teardown": ["teardown"]}

@@ -23,9 +23,10 @@ import faulthandler
 import os
 import sys
 import threading
-import time
 from types import FrameType
 from typing import TextIO
+
+from pytest_expiry.weakcalls import call_later
 
 __all__ = ["bound_exit", "shutting_down"]
 
@@ -83,8 +84,7 @@ def _name_the_tests_that_left_threads(out: TextIO) -> None:
             out.write(f"pytest-expiry: thread {thread.name!r} was left running by {test}\n")
 
 
-def _watch(seconds: float, status: int) -> None:
-    time.sleep(seconds)
+def _check(seconds: float, status: int) -> None:
     if shutting_down():
         _end_exit(seconds, status)
 
@@ -94,4 +94,4 @@ def bound_exit(seconds: float, status: int) -> None:
     :func:`shutting_down`), report what blocks it and exit with ``status``; if it is still
     running the program then, do nothing. Returns at once: the check runs in a daemon
     thread, which never keeps the process alive."""
-    threading.Thread(target=_watch, args=(seconds, status), name="expiry-exit", daemon=True).start()
+    call_later(seconds, _check, seconds, status, name="expiry-exit")

@@ -9,7 +9,6 @@ import os
 import select
 import socket
 import time
-import weakref
 from typing import Any
 
 from pytest_expiry.clock import clock
@@ -33,6 +32,7 @@ from pytest_expiry.protocol.wire import (
     URGENT_WITHIN,
     WAKE_NAME,
 )
+from pytest_expiry.weakcalls import after_fork_in_child
 
 __all__ = ["ChannelClient", "ChannelError"]
 
@@ -43,19 +43,6 @@ _SEND_PATIENCE = 5.0
 
 class ChannelError(OSError):
     """The watchdog cannot be reached any more."""
-
-
-_clients: weakref.WeakSet[ChannelClient] = weakref.WeakSet()
-
-
-def _forget_clients_in_child() -> None:
-    """A forked child must not speak for its parent: the slot and socket are the parent's."""
-    for client in list(_clients):
-        client.detach()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_clients_in_child)
 
 
 class ChannelClient:
@@ -90,7 +77,7 @@ class ChannelClient:
             ) from error
         self._hangup = select.poll()
         self._hangup.register(sock, select.POLLHUP)
-        _clients.add(self)
+        after_fork_in_child(self.detach)  # a forked child must not speak for its parent
 
     def _open_slot(self, scopes: str) -> None:
         self._slot_path = os.path.join(scopes, str(os.getpid()))

@@ -19,6 +19,8 @@ import faulthandler
 import os
 from typing import IO, ClassVar
 
+from pytest_expiry.weakcalls import after_fork_in_child
+
 __all__ = ["ENV_STACKS", "ChildEnvironment", "install", "uninstall"]
 
 ENV_STACKS = "PYTEST_EXPIRY_STACKS"
@@ -51,7 +53,7 @@ def install(signum: int, directory: str) -> None:
     _register()
     if not _Hook.at_fork_registered:
         _Hook.at_fork_registered = True
-        os.register_at_fork(after_in_child=_register)
+        after_fork_in_child(_register)
 
 
 def uninstall() -> None:

@@ -43,15 +43,22 @@ _PENDING_ANSWER = 1.0  # how long pytest may take to reach the next phase after 
 class ActiveScope:
     """A scope's state, written by its :class:`ScopeGuard` alone and read by anyone.
     ``seconds`` is its length, ``deadline`` the point in time (on :func:`clock`) it ends.
-    (A plain class: a scope is made per test, and what changes only in trouble keeps the
-    class's default until then.)"""
+    (A plain class with slots: one is made per test, and a dataclass costs start-up time.)"""
 
-    expired_in: str | None = None
-    expired_after: float = 0.0
-    expired_deadline: float = 0.0
-    pending: bool = False  # the deadline passed between phases: expire at the next one
-    answered: bool = False  # the expiry was answered: what remains has a fresh deadline
-    released: bool = False
+    __slots__ = (
+        "answer_on_expiry",
+        "answered",
+        "armed_at",
+        "deadline",
+        "expired_after",
+        "expired_deadline",
+        "expired_in",
+        "nodeid",
+        "owner",
+        "pending",
+        "released",
+        "seconds",
+    )
 
     def __init__(
         self,
@@ -68,7 +75,13 @@ class ActiveScope:
         self.armed_at = armed_at
         self.deadline = deadline
         self.answer_on_expiry = answer_on_expiry
-        self.owner = owner  # what it was armed for (the item), for a cheap identity check
+        self.owner: object = owner  # what it was armed for (the item): a cheap identity check
+        self.expired_in: str | None = None
+        self.expired_after = 0.0
+        self.expired_deadline = 0.0
+        self.pending = False  # the deadline passed between phases: expire at the next one
+        self.answered = False  # the expiry was answered: what remains has a fresh deadline
+        self.released = False
 
     def __repr__(self) -> str:
         return f"ActiveScope({self.nodeid!r}, {self.seconds:g} s, {self.state})"

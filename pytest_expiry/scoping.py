@@ -19,7 +19,7 @@ import pytest
 from pytest_expiry.budget import SessionBudget
 from pytest_expiry.clock import clock
 from pytest_expiry.learning import resolve_deadline, session_learning
-from pytest_expiry.phases import ATTEMPT, DEADLINE, PhaseGate, limits
+from pytest_expiry.phases import ATTEMPT, DEADLINE, NO_DEADLINE, PhaseGate, limits
 from pytest_expiry.protocol.client import ChannelClient, ChannelError
 from pytest_expiry.protocol.wire import stacks_directory
 from pytest_expiry.report.carry import report_marker_errors
@@ -148,8 +148,8 @@ class ScopeHooks:
         """Arm ``item``'s scope (a func_only scope is armed for the call alone)."""
         try:
             seconds, func_only = item.stash[DEADLINE]
-        except KeyError:  # an item made after collection
-            return
+        except KeyError:  # an item made after collection: the session budget still bounds it
+            seconds, func_only = NO_DEADLINE
         if not func_only:
             guard, seconds = self._guard_within(seconds)
             if guard is not None:

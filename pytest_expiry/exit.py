@@ -13,22 +13,45 @@ joins the non-daemon threads; after that come the atexit handlers, with the main
 stopped. A main thread still running the program (``pytest.main()`` called by a program,
 pytester's in-process runs) is not exiting, and its exit is not ours to bound.
 
-Not covered: a hang after the interpreter has begun to finalize (a ``__del__`` blocking while
-modules are torn down, say), where no daemon thread runs any more.
+Not covered: a hang in an atexit handler registered before the plugin was loaded (the guard's
+own handler, registered then, lets the guard go once every later handler has run, because a
+daemon thread still alive when the interpreter finalizes makes every exit 5-15 ms slower), and
+a hang after the interpreter has begun to finalize (a ``__del__`` blocking while modules are torn
+down, say), where no daemon thread runs any more.
 """
 
 from __future__ import annotations
 
+import atexit
 import faulthandler
 import os
 import sys
 import threading
 from types import FrameType
-from typing import TextIO
+from typing import ClassVar, TextIO
 
-from pytest_expiry.weakcalls import call_later
+__all__ = ["bound_exit", "prepare", "shutting_down"]
 
-__all__ = ["bound_exit", "shutting_down"]
+
+class _Guards:
+    registered = False
+    released = threading.Event()  # every atexit handler registered after prepare() has run
+    threads: ClassVar[list[threading.Thread]] = []
+
+
+def prepare() -> None:
+    """Register the guard's atexit handler, once: called as the plugin is loaded, before
+    conftest files and tests register handlers of their own (atexit runs them last registered
+    first)."""
+    if not _Guards.registered:
+        _Guards.registered = True
+        atexit.register(_release)
+
+
+def _release() -> None:
+    _Guards.released.set()
+    for thread in _Guards.threads:
+        thread.join(0.1)  # it returns at once: gone before the interpreter finalizes
 
 
 def _inside(frame: FrameType | None, function: object) -> bool:
@@ -84,8 +107,8 @@ def _name_the_tests_that_left_threads(out: TextIO) -> None:
             out.write(f"pytest-expiry: thread {thread.name!r} was left running by {test}\n")
 
 
-def _check(seconds: float, status: int) -> None:
-    if shutting_down():
+def _watch(seconds: float, status: int) -> None:
+    if not _Guards.released.wait(seconds) and shutting_down():
         _end_exit(seconds, status)
 
 
@@ -94,4 +117,7 @@ def bound_exit(seconds: float, status: int) -> None:
     :func:`shutting_down`), report what blocks it and exit with ``status``; if it is still
     running the program then, do nothing. Returns at once: the check runs in a daemon
     thread, which never keeps the process alive."""
-    call_later(seconds, _check, seconds, status, name="expiry-exit")
+    prepare()
+    guard = threading.Thread(target=_watch, args=(seconds, status), name="expiry-exit", daemon=True)
+    guard.start()
+    _Guards.threads.append(guard)

@@ -36,6 +36,9 @@ _PACKAGE = __name__.partition(".")[0]
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     _skip_assertion_rewriting(pluginmanager)
     pluginmanager.add_hookspecs(hookspecs)
+    from pytest_expiry.exit import prepare  # noqa: PLC0415
+
+    prepare()  # the exit guard's atexit handler, before conftest files and tests register theirs
 
 
 def _skip_assertion_rewriting(pluginmanager: pytest.PytestPluginManager) -> None:

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from pytest_expiry.clock import clock
+from pytest_expiry.forks import after_fork_in_child
 from pytest_expiry.protocol.descriptors import Mapping as _Mapping
 from pytest_expiry.protocol.descriptors import OwnSocket as _OwnSocket
 from pytest_expiry.protocol.wire import (
@@ -32,7 +33,6 @@ from pytest_expiry.protocol.wire import (
     URGENT_WITHIN,
     WAKE_NAME,
 )
-from pytest_expiry.weakcalls import after_fork_in_child
 
 __all__ = ["ChannelClient", "ChannelError"]
 

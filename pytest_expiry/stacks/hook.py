@@ -19,7 +19,7 @@ import faulthandler
 import os
 from typing import IO, ClassVar
 
-from pytest_expiry.weakcalls import after_fork_in_child
+from pytest_expiry.forks import after_fork_in_child
 
 __all__ = ["ENV_STACKS", "ChildEnvironment", "install", "uninstall"]
 

@@ -86,6 +86,24 @@ def test_a_hung_exit_is_ended_with_the_session_status_and_the_stacks(
     assert run.seconds < 20
 
 
+def test_an_atexit_handler_a_conftest_registered_at_import_is_bounded_too(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
+    """The guard lets go once the atexit handlers registered after the plugin was loaded
+    have run (a daemon thread alive while the interpreter finalizes slows every exit): a
+    conftest file is imported after that, so its handlers are still bounded."""
+    pytester.makeconftest(
+        "import atexit, time\n\n"
+        "def stuck_at_exit():\n    time.sleep(3600)\n\n"
+        "atexit.register(stuck_at_exit)\n"
+    )
+    pytester.makepyfile(test_passes="def test_passes():\n    pass\n")
+    run = run_pytest("--expiry-exit=1", timeout=60)
+    assert run.result.ret == pytest.ExitCode.OK, run.output
+    assert "in stuck_at_exit" in run.output
+    assert run.seconds < 20
+
+
 def test_a_hung_exit_is_not_bounded_without_the_option(
     pytester: pytest.Pytester, run_pytest: RunPytest
 ) -> None:

@@ -51,9 +51,9 @@ class PerTest:
         scopes, leaks = self.scopes, self.leaks
         if scopes is not None:
             scopes.begin(item)
-        if leaks is not None:
-            leaks.begin(item)
         try:
+            if leaks is not None:
+                leaks.begin(item)
             return (yield)
         finally:
             if scopes is not None:

@@ -32,69 +32,13 @@ from pytest_expiry.errors import Expired
 from pytest_expiry.protocol.accounts import await_account
 from pytest_expiry.protocol.client import ChannelClient, ChannelError
 from pytest_expiry.protocol.wire import EVENTS_NAME, MAX_PAYLOAD
+from pytest_expiry.scopestate import ActiveScope
 
 __all__ = ["ActiveScope", "ScopeGuard"]
 
 _Result = TypeVar("_Result")
 
 _PENDING_ANSWER = 1.0  # how long pytest may take to reach the next phase after a pending expiry
-
-
-class ActiveScope:
-    """A scope's state, written by its :class:`ScopeGuard` alone and read by anyone.
-    ``seconds`` is its length, ``deadline`` the point in time (on :func:`clock`) it ends.
-    (A plain class with slots: one is made per test, and a dataclass costs start-up time.)"""
-
-    __slots__ = (
-        "answer_on_expiry",
-        "answered",
-        "armed_at",
-        "deadline",
-        "expired_after",
-        "expired_deadline",
-        "expired_in",
-        "nodeid",
-        "owner",
-        "pending",
-        "released",
-        "seconds",
-    )
-
-    def __init__(
-        self,
-        nodeid: str,
-        seconds: float,
-        armed_at: float,
-        deadline: float,
-        *,
-        answer_on_expiry: bool = False,
-        owner: object = None,
-    ) -> None:
-        self.nodeid = nodeid
-        self.seconds = seconds
-        self.armed_at = armed_at
-        self.deadline = deadline
-        self.answer_on_expiry = answer_on_expiry
-        self.owner: object = owner  # what it was armed for (the item): a cheap identity check
-        self.expired_in: str | None = None
-        self.expired_after = 0.0
-        self.expired_deadline = 0.0
-        self.pending = False  # the deadline passed between phases: expire at the next one
-        self.answered = False  # the expiry was answered: what remains has a fresh deadline
-        self.released = False
-
-    def __repr__(self) -> str:
-        return f"ActiveScope({self.nodeid!r}, {self.seconds:g} s, {self.state})"
-
-    @property
-    def state(self) -> str:
-        """``armed``, ``pending`` (its deadline passed between phases), ``expired`` (in
-        :attr:`expired_in`), ``answered`` or ``released``."""
-        if self.released:
-            return "released"
-        if self.expired_in is None:
-            return "pending" if self.pending else "armed"
-        return "answered" if self.answered else "expired"
 
 
 class ScopeGuard:

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import pytest
 
-__all__ = ["EndingPart", "PerTest", "ReportReader", "TestPart"]
+__all__ = ["EndingPart", "Part", "PerTest", "ReportReader"]
 
 
 class ReportReader(Protocol):
@@ -27,12 +27,12 @@ class ReportReader(Protocol):
         """Called as ``report`` is logged, before pytest's own reporters see it."""
 
 
-class TestPart(ReportReader, Protocol):
+class Part(ReportReader, Protocol):
     def begin(self, item: pytest.Item) -> None:
         """``item``'s protocol starts."""
 
 
-class EndingPart(TestPart, Protocol):
+class EndingPart(Part, Protocol):
     def end(self, item: pytest.Item) -> None:
         """``item``'s protocol ended (also when it raised)."""
 
@@ -42,7 +42,7 @@ class PerTest:
     test and stay for the session."""
 
     def __init__(self) -> None:
-        self.leaks: TestPart | None = None
+        self.leaks: Part | None = None
         self.scopes: EndingPart | None = None
         self.session: ReportReader | None = None
 

@@ -54,8 +54,9 @@ class LeakCheck:
             workeroutput[EXIT_BLOCKERS_KEY] = blockers
 
     def begin(self, item: pytest.Item) -> None:
-        """A test starts: what appears from now on may be its leak. (On the first test, the
-        phases' marks are placed: see :meth:`on_report`.)"""
+        """A test starts: what appears from now on may be its leak. (At the first test, where
+        phases end is decided: as reports are logged, or as they are made where a plugin
+        logs them only after the attempt.)"""
         self._pending = None  # the last test's teardown report was never logged
         if self._live is None:
             self._live = reports_logged_live(item.config.pluginmanager)

@@ -51,8 +51,8 @@ class LeakWatch:
     """Finds, reports and (in ``kill`` and ``fail`` modes) ends what each test leaves.
 
     Per test: :meth:`begin`, :meth:`end_phase` for each phase, then :meth:`window` and
-    :meth:`check` after the teardown. ``token`` is the
-    session's tag, which the caller has joined (:func:`lineage.join`)."""
+    :meth:`check` after the teardown. ``token`` is the session's tag, which the caller has
+    joined (:func:`lineage.join`)."""
 
     def __init__(self, mode: str, grace: float, token: str) -> None:
         self.mode = mode

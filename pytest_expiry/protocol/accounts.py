@@ -4,7 +4,6 @@ session's event log (``events.jsonl``, which the watchdog writes first)."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -37,16 +36,13 @@ def await_account(
 def _logged(
     events_path: str, nodeids: tuple[str, ...], deadline_at: float, end: float
 ) -> dict[str, Any] | None:
+    from pytest_expiry.xdist.accounts import read_events  # noqa: PLC0415 - the rare path
+
     pause = 0.005
     while clock() < end:
-        try:
-            with open(events_path) as log:
-                for line in log:
-                    event = json.loads(line)
-                    if _matches(event, nodeids, deadline_at):
-                        return dict(event)
-        except (OSError, ValueError):
-            pass
+        for event in read_events(events_path):
+            if _matches(event, nodeids, deadline_at):
+                return event
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
     return None

@@ -126,11 +126,7 @@ class WatchdogProcess:
 
     def events(self) -> list[dict[str, Any]]:
         """Every event the watchdog recorded this session."""
-        try:
-            with open(os.path.join(self.directory, EVENTS_NAME)) as events:
-                return [json.loads(line) for line in events if line.strip()]
-        except (OSError, ValueError):
-            return []
+        return accounts.read_events(os.path.join(self.directory, EVENTS_NAME))
 
     def stop(self) -> None:
         """Tell the watchdog the session is over. Every escalation's outcome has been awaited

@@ -110,8 +110,13 @@ class ExpiryServer(TimerTable):
         """Append ``event`` to the session's event log, and tell the session's process (the
         xdist controller waits for the account of a worker it saw die)."""
         with self._events_lock:
-            with open(self._events_path, "a") as events:
-                events.write(json.dumps(event) + "\n")
+            line = (json.dumps(event) + "\n").encode()
+            descriptor = os.open(self._events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                while line:  # one write, unless the disk is full or a signal cuts it short
+                    line = line[os.write(descriptor, line) :]
+            finally:
+                os.close(descriptor)
             # full (nobody reads) or gone (the session ended): the log holds it all the same
             if self._notify is not None:
                 with contextlib.suppress(OSError):
@@ -256,13 +261,10 @@ def _keep_the_account(directory: str, linger: float) -> None:
     """An xdist worker's own watchdog that hard-killed its worker keeps its events until
     the controller has read them (:func:`pytest_expiry.xdist.accounts.collect` marks the
     directory), for at most ``linger`` seconds: the worker could tell nobody."""
-    from pytest_expiry.xdist.accounts import COLLECTED  # noqa: PLC0415
+    from pytest_expiry.xdist.accounts import COLLECTED, read_events  # noqa: PLC0415
 
-    try:
-        with open(os.path.join(directory, EVENTS_NAME)) as events:
-            killed = any(json.loads(line)["event"] == "killing" for line in events if line.strip())
-    except (OSError, ValueError, KeyError):
-        return
+    events = read_events(os.path.join(directory, EVENTS_NAME))
+    killed = any(event.get("event") == "killing" for event in events)
     end = clock() + linger
     while killed and clock() < end and not os.path.exists(os.path.join(directory, COLLECTED)):
         select.select([], [], [], 0.05)

@@ -24,7 +24,7 @@ import tempfile
 import time
 from typing import Any
 
-__all__ = ["COLLECTED", "LINGER", "base", "collect", "prefix", "private_base"]
+__all__ = ["COLLECTED", "LINGER", "base", "collect", "prefix", "private_base", "read_events"]
 
 COLLECTED = "collected"
 LINGER = 30.0
@@ -57,12 +57,27 @@ def prefix(nonce: str, worker: str) -> str:
     return f"{nonce}-{worker}-"
 
 
-def _events(directory: str) -> list[dict[str, Any]]:
+def read_events(path: str) -> list[dict[str, Any]]:
+    """The events of a watchdog's log (``events.jsonl``) written so far: every complete
+    line. The watchdog may be appending one as we read (a hard kill's account, with its
+    stacks, runs to many kilobytes): that torn last line is left for the next read, and
+    the events before it still count."""
     try:
-        with open(os.path.join(directory, _EVENTS)) as events:
-            return [json.loads(line) for line in events if line.strip()]
-    except (OSError, ValueError):
+        with open(path, "rb") as log:
+            text = log.read()
+    except OSError:
         return []
+    events = []
+    for line in text.split(b"\n")[:-1]:  # what follows the last newline is still being written
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict):
+                events.append(event)
+    return events
+
+
+def _events(directory: str) -> list[dict[str, Any]]:
+    return read_events(os.path.join(directory, _EVENTS))
 
 
 def collect(name_prefix: str, nodeid: str, wait: float) -> dict[str, Any] | None:

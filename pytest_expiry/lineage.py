@@ -54,7 +54,10 @@ _EXEC_RETRIES = 25  # x 2 ms: how long an exec may hide a process's environment
 _SOURCES = ("/proc/sys/kernel/ns_last_pid", "/proc/loadavg")
 _F_SETSIG, _F_GETSIG = 10, 11  # Linux's fcntl commands, not named by every Python
 _MARK = 53  # our descriptor's F_SETSIG: one a test opened says 0 (no O_ASYNC: it does nothing)
-_HIGH_FD = 512  # where our descriptor lives, away from the numbers a test reuses first
+# where our descriptor lives: away from the numbers a test reuses first, yet inside the
+# 64-slot table every process starts with. Growing the table costs a multi-threaded process
+# (an xdist worker) an RCU grace period: 10-25 ms of wall time at 512.
+_HIGH_FD = 60
 _PROBE_LIMIT = 4096  # above this many new pids, list /proc instead of probing each
 _WRAP = 1 << 22  # PID_MAX_LIMIT: positions after a wrap-around sort after those before
 _previous: dict[str, str | None] = {}  # token -> the variable's value before it joined

@@ -150,6 +150,8 @@ class ScopeHooks:
             seconds, func_only = item.stash[DEADLINE]
         except KeyError:  # an item made after collection: the session budget still bounds it
             seconds, func_only = NO_DEADLINE
+        if self._budget is not None and self._budget.left() <= 0:
+            return  # not run (budget.py): a scope of the minimum length would only expire
         if not func_only:
             guard, seconds = self._guard_within(seconds)
             if guard is not None:

@@ -29,6 +29,11 @@ from pytest_expiry.timer.api import TimerRequest, clock
 
 __all__ = ["Escalation", "LadderSettings"]
 
+# How long a process that cannot be interrupted is given for the release of its scope to
+# be read, before anything is ended: a scope released just after its deadline wakes the
+# watchdog, but under load its timer thread may read the slot after the stacks are in.
+_LATE_RELEASE = 0.25
+
 
 @dataclass(frozen=True)
 class LadderSettings:
@@ -111,12 +116,13 @@ class Escalation:
             self._settings.stacks_directory,
             self._settings.unwinder,
         )
-        if self._answer.is_set():
+        # without a handler (reset by the test, or the process exec'd, or its session ended
+        # and put the old one back) the interrupt would kill it with nothing said: it cannot
+        # be interrupted, so the hard path it is, unless its scope ended meanwhile
+        interruptible = catches(worker.pid, self._settings.signals.interrupt)
+        if self._answer.wait(0.0 if interruptible else _LATE_RELEASE):
             return None  # the scope ended while the stacks were gathered: no expiry
         interrupted_at = clock()
-        # without a handler (reset by the test, or the process exec'd) the interrupt would
-        # kill it with nothing said: it cannot be interrupted, so the hard path it is
-        interruptible = catches(worker.pid, self._settings.signals.interrupt)
         if interruptible:
             with contextlib.suppress(OSError):
                 signal_main_thread(worker.pid, self._settings.signals.interrupt)

@@ -79,8 +79,11 @@ def test_a_scope_released_as_the_stacks_are_gathered_ends_nothing(
     timer thread reads it): the process and its child live on, and no expiry is told."""
     child = worker.children()[0]
     ladder = Ladder(worker, tmp_path)
-    threading.Timer(0.05, ladder.escalation.answered).start()
+    release = threading.Timer(0.05, ladder.escalation.answered)
+    release.start()
     ladder.escalation.run()
+    release.cancel()
+    release.join()
     assert worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE
     assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
     assert ladder.killing == [] and ladder.delivered == []

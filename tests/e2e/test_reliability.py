@@ -136,6 +136,13 @@ def watchdog_directory(watchdog: psutil.Process) -> str:
     return str(settings["directory"])
 
 
+def _take_ctrl_c() -> None:
+    """In the session's process, before its exec: Ctrl-C (SIGINT) at its default, as in a
+    terminal's foreground job, though this pytest runs as a background job of a script
+    (which ignores SIGINT, and so would every process it starts)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Session:
     """A pytest run in the background, in its own session and process group, as a terminal
     runs a foreground job; its output goes to a log file."""
@@ -152,6 +159,7 @@ class Session:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_take_ctrl_c,  # noqa: PLW1509 - one sigaction, no lock taken
             )
         self.directories: list[str] = []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Any
 
@@ -68,22 +69,34 @@ def describe_expiry(record: Record) -> str:
     if record.get("tasks"):
         lines.append("\n--- pending tasks of the test's event loop, most recent call first ---")
         lines.append(describe_tasks(record["tasks"]))
+    shown: dict[str, str] = {}  # stacks (without thread ids) -> the pid they were shown for
     for process in record["processes"]:
-        pid = str(process["pid"])
-        native = record.get("native", {}).get(pid)
-        if native:  # above the Python frames: where a thread stuck in C really is
-            lines.append(
-                f"\n--- native frames of pid {pid} ({_label(process)}), most recent first ---"
-            )
-            lines.append(native)
-        lines.append(f"\n--- stacks of pid {pid} ({_label(process)}), most recent call first ---")
-        lines.append(
-            record["stacks"].get(pid)
-            or "(no Python stack: not a Python process, or it did not answer)"
-        )
+        lines.extend(_process_stacks(record, process, shown))
     if record["survivors"]:
         lines.append(f"\nstill alive after SIGKILL: {record['survivors']}")
     return "\n".join(lines)
+
+
+_THREAD_ID = re.compile(r"^(Current thread|Thread) \S+", re.MULTILINE)
+
+
+def _process_stacks(record: Record, process: dict[str, Any], shown: dict[str, str]) -> list[str]:
+    """One process's native frames and stacks; one line when the same stacks (thread ids
+    aside) were shown for another process: fifty workers of a pool hung alike read as one."""
+    pid, label = str(process["pid"]), _label(process)
+    lines = []
+    native = record.get("native", {}).get(pid)
+    if native:  # above the Python frames: where a thread stuck in C really is
+        lines += [f"\n--- native frames of pid {pid} ({label}), most recent first ---", native]
+    stacks = record["stacks"].get(pid)
+    frames = _THREAD_ID.sub(r"\1", stacks) if stacks else None
+    if frames in shown and not native:
+        return [f"--- stacks of pid {pid} ({label}): the same as pid {shown[frames]}'s ---"]
+    if frames is not None:
+        shown.setdefault(frames, pid)
+    lines.append(f"\n--- stacks of pid {pid} ({label}), most recent call first ---")
+    lines.append(stacks or "(no Python stack: not a Python process, or it did not answer)")
+    return lines
 
 
 def describe_leak(record: Record) -> str:

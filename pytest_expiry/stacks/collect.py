@@ -113,9 +113,7 @@ def collect_stacks(
     if unwinder is not None and silent:
         from pytest_expiry.stacks.unwinder import unwind  # noqa: PLC0415 - only with py-spy
 
-        dumps.update(
-            {pid: main_thread_first(text) for pid, text in unwind(silent, unwinder).items()}
-        )
+        dumps.update(unwind(silent, unwinder))
     return dumps
 
 

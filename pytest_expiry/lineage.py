@@ -51,6 +51,7 @@ __all__ = [
 VARIABLE = "PYTEST_EXPIRY_SESSION"
 _ADDR_NO_RANDOMIZE = 0x0040000
 _EXEC_RETRIES = 25  # x 2 ms: how long an exec may hide a process's environment
+_PF_KTHREAD = 0x00200000  # in the flags of /proc/PID/stat
 _SOURCES = ("/proc/sys/kernel/ns_last_pid", "/proc/loadavg")
 _F_SETSIG, _F_GETSIG = 10, 11  # Linux's fcntl commands, not named by every Python
 _MARK = 53  # our descriptor's F_SETSIG: one a test opened says 0 (no O_ASYNC: it does nothing)
@@ -130,13 +131,17 @@ def tokens(pid: int) -> list[str] | None:
 
 
 def _ours_and_alive(pid: int) -> bool:
+    """A live process of this user's, not a kernel thread (root's too, and its environment
+    always reads as empty: new ones appear in a busy machine's pid window)."""
     try:
         if os.stat(f"/proc/{pid}").st_uid != os.getuid():
             return False
     except OSError:
         return False
-    stat = read_proc(f"/proc/{pid}/stat") or b""
-    return stat[stat.rfind(b")") + 2 :][:1] not in (b"", b"Z", b"X")
+    fields = (read_proc(f"/proc/{pid}/stat") or b")").rpartition(b")")[2].split()
+    if len(fields) < 7 or fields[0] in (b"Z", b"X"):
+        return False
+    return not int(fields[6]) & _PF_KTHREAD
 
 
 def _addresses(pid: int | str) -> tuple[bytes, ...] | None:

@@ -32,7 +32,7 @@ def _a_kernel_thread() -> int | None:
 def no_retries(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The pauses ``tokens`` takes to read an environment again."""
     pauses: list[float] = []
-    monkeypatch.setattr(lineage.time, "sleep", pauses.append)
+    monkeypatch.setattr("pytest_expiry.lineage.time.sleep", pauses.append)
     return pauses
 
 

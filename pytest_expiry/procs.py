@@ -26,6 +26,7 @@ __all__ = [
     "is_protected",
     "never_leaked",
     "start_time",
+    "started_before",
     "tree_of",
 ]
 
@@ -56,6 +57,20 @@ def start_time(pid: int) -> float | None:
         return psutil.Process(pid).create_time()
     except psutil.Error:
         return None
+
+
+def started_before(pid: int, moment: float) -> bool:
+    """Whether process ``pid`` surely started before ``moment``, a time of this package's
+    clock (``time.monotonic``); False if it is gone. Linux knows a start to the clock tick:
+    a process started within a tick of ``moment`` is not surely before it."""
+    started = start_time(pid)
+    if started is None:
+        return False
+    if sys.platform.startswith("linux"):  # since boot: the clock that counts from boot too
+        offset, tick = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic(), 1 / _CLOCK_TICKS
+    else:
+        offset, tick = time.time() - time.monotonic(), 0.0
+    return started + tick <= moment + offset
 
 
 def keep_importable() -> None:

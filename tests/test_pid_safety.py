@@ -149,3 +149,17 @@ def test_processes_are_identified_after_an_in_process_run_dropped_psutil_from_sy
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_process_is_started_before_a_moment_only_surely_so() -> None:
+    """``procs.started_before``, on the clock of deadlines: the kernel knows a start to its
+    clock tick, so only a moment a tick or more later is surely after it."""
+    before = clock()
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
+    try:
+        assert not procs.started_before(child.pid, before - 0.001)
+        assert procs.started_before(child.pid, clock() + 0.05)
+        assert procs.started_before(os.getpid(), before)  # pytest started long before
+    finally:
+        child.communicate()
+    assert not procs.started_before(child.pid, clock() + 0.05), "gone: not before anything"

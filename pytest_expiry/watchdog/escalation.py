@@ -3,7 +3,9 @@
 1. snapshot the test process's descendants;
 2. gather every thread's stack of the test process and of each Python descendant;
 3. interrupt the test process: its main thread raises ``Expired`` where it hangs;
-4. end the descendants: SIGTERM, ``grace`` seconds, SIGKILL;
+4. end the descendants the test started (not those running before its scope was armed, which
+   a session's or a module's fixture shares with later tests): SIGTERM, ``grace`` seconds,
+   SIGKILL;
 5. if the test process has not answered (re-armed or released its scope) within ``grace``
    of the interrupt, it cannot be interrupted: SIGKILL it and whatever it started.
 
@@ -54,7 +56,15 @@ def _describe(process: psutil.Process, role: str) -> dict[str, Any]:
     return {"pid": process.pid, "ppid": ppid, "role": role, "cmdline": cmdline}
 
 
-def _label(records: list[dict[str, Any]], worker: psutil.Process) -> None:
+def _started_before_the_test(tree: list[psutil.Process], armed_at: float | None) -> set[int]:
+    """The descendants that were running before the test's scope was armed: a session's or
+    a module's fixture started them for later tests too. The test's expiry leaves them be."""
+    if not armed_at:
+        return set()
+    return {p.pid for p in tree if procs.started_before(p.pid, armed_at)}
+
+
+def _label(records: list[dict[str, Any]], worker: psutil.Process, shared: set[int]) -> None:
     """Say what each descendant is (:mod:`pytest_expiry.labels`)."""
     by_pid = {record["pid"]: record for record in records}
     for record in records:
@@ -62,6 +72,8 @@ def _label(records: list[dict[str, Any]], worker: psutil.Process) -> None:
             continue
         parent = by_pid.get(record["ppid"], {}).get("cmdline") or _cmdline(record["ppid"])
         record["label"] = label_descendant(record["cmdline"], parent, record["stack"])
+        if record["pid"] in shared:
+            record["label"] += ", started before the test: left running"
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -109,6 +121,7 @@ class Escalation:
     def _climb(self, worker: psutil.Process) -> dict[str, Any] | None:
         expired_at = clock()
         tree = procs.tree_of(worker)
+        shared = _started_before_the_test(tree, getattr(self.request, "armed_at", None))
         records = [_describe(worker, "test process")] + [_describe(p, "descendant") for p in tree]
         stacks = collect_stacks(
             [worker, *tree],
@@ -126,7 +139,7 @@ class Escalation:
         if interruptible:
             with contextlib.suppress(OSError):
                 signal_main_thread(worker.pid, self._settings.signals.interrupt)
-        ending = procs.end_processes(tree, self._settings.grace)
+        ending = procs.end_processes([p for p in tree if p.pid not in shared], self._settings.grace)
         waited = clock() - interrupted_at
         patience = max(0.0, self._settings.grace - waited) if interruptible else 0.0
         hard_killed = not self._answer.wait(patience)
@@ -148,7 +161,7 @@ class Escalation:
         for record in records:
             record["stack"] = stacks.get(record["pid"])
             record["signals"] = ending.signals.get(record["pid"], [])
-        _label(records, worker)
+        _label(records, worker, shared)
         if hard_killed:
             self._read_native_frames(worker, records)
             # told first: whoever reads the killed process's output may stop at its death

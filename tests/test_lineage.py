@@ -50,10 +50,11 @@ def test_a_kernel_thread_has_no_tokens_and_is_read_once(no_retries: list[float])
 
 def test_a_process_gets_the_tokens_it_was_started_with(no_retries: list[float]) -> None:
     env = {**os.environ, lineage.VARIABLE: "abc,def"}
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE, env=env
-    )
+    source = "import sys; print(flush=True); sys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", source], stdin=-1, stdout=-1, env=env)
     try:
+        assert child.stdout is not None
+        child.stdout.readline()  # its exec is over: the environment can no longer be hidden
         assert lineage.tokens(child.pid) == ["abc", "def"]
         assert no_retries == []
     finally:

@@ -88,6 +88,10 @@ class LeakCheck:
             return
         if self._live:
             self.end_phase(report.nodeid, "teardown")
+        self.attach_records(report)
+
+    def attach_records(self, report: pytest.TestReport) -> None:
+        """Put the records of what the test left on its teardown ``report`` (once)."""
         pending = self._pending
         if pending is not None and report.nodeid == pending[0]:
             self._pending = None
@@ -123,14 +127,21 @@ class LeakCheck:
 
 class _PhaseMarks:
     """Where reports are logged after the attempt (pytest-rerunfailures), each phase's end
-    is marked as its report is made instead."""
+    is marked as its report is made instead, and the teardown report gets its records then:
+    a test failed for a leak (``fail`` mode) is failed where the rerun is decided."""
 
     def __init__(self, check: LeakCheck) -> None:
         self._check = check
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         self._check.end_phase(item.nodeid, call.when)
+        report = yield
+        if call.when == "teardown":
+            self._check.attach_records(report)
+        return report
 
 
 def _attach(report: pytest.TestReport, record: Record, title: str, mode: str) -> None:

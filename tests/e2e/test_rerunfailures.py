@@ -193,3 +193,28 @@ def test_a_leak_is_charged_to_its_phase_though_reports_are_logged_after_the_atte
 ) -> None:
     phases = leaked_in_phases(pytester, run_pytest, "--reruns=1")
     assert phases == {"test_setup": ["setup"], "test_call": ["call"], "test_teardown": ["teardown"]}
+
+
+LEAKS_ONCE = """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def test_leaks_on_its_first_attempt():
+        marker = Path(__file__).parent / "leaked.ran"
+        if not marker.exists():
+            marker.write_text("ran")
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+"""
+
+
+def test_a_test_failed_for_a_leak_is_rerun_like_any_failed_one(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
+    """``--expiry-leaks=fail`` fails the attempt that leaked as its teardown report is made,
+    where rerunfailures decides: the attempt is rerun, and the next one passes."""
+    pytester.makepyfile(test_leaks=LEAKS_ONCE)
+    run = run_pytest("--reruns=1", "--expiry-leaks=fail")
+    # as for any teardown that fails once: the first call's pass, the rerun, the second pass
+    assert outcomes(run) == dict(passed=2, rerun=1), run.output
+    assert "left 1 processes running (ended)" in run.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -74,3 +75,23 @@ def test_an_expiry_leaves_the_processes_of_earlier_fixtures_running(
     assert str(spared[0]) not in record["signals"] and str(spared[0]) in record["stacks"]
     ended = [pid for pid in record["pids"] if str(pid) in record["signals"]]
     assert len(ended) == 2, record["signals"]  # the helper and the child, both the test's
+
+
+def _outcome(case: ET.Element) -> str:
+    problems = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+    return "+".join(problems) or "passed"
+
+
+def test_the_tests_around_an_expiry_end_as_they_do_without_the_plugin_and_the_hang(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
+    """Differential: every test but the hung one ends as in a run of the same suite with
+    ``-p no:expiry`` that leaves the hung test out (without the plugin it would never end)."""
+    pytester.makepyfile(test_inner=INNER)
+    guarded = run_pytest("--expiry=1", "--expiry-grace=0.5")
+    bare = run_pytest("-p", "no:expiry", "--deselect", "test_inner.py::test_hangs")
+    assert guarded.junit is not None and bare.junit is not None
+    without = {c.get("name"): _outcome(c) for c in bare.junit.iter("testcase")}
+    with_plugin = {c.get("name"): _outcome(c) for c in guarded.junit.iter("testcase")}
+    assert with_plugin.pop("test_hangs") == "failure"
+    assert with_plugin == without == {"test_first": "passed", "test_after": "passed"}

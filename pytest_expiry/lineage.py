@@ -199,10 +199,11 @@ class LastPid:
     """The last pid the kernel allocated in this pid namespace.
 
     Read with one ``pread`` of a descriptor kept open. A test may close it
-    (``os.closerange(3, 65536)``) and get its number back for a file of its own, so every
-    read first checks the mark we set on it (``F_SETSIG``): without the mark the number is
-    not ours, is neither read nor closed, and a new descriptor is opened. If none can be
-    opened (no descriptor left), the last value read is returned: nothing new is seen."""
+    (``os.closerange(3, 65536)``) and get its number back for a file of its own, so
+    :meth:`read` first checks the mark we set on it (``F_SETSIG``): without the mark the
+    number is not ours, is neither read nor closed, and a new descriptor is opened. If none
+    can be opened (no descriptor left), the last value read is returned: nothing new is
+    seen. :meth:`peek` skips the check, for marks that a later :meth:`read` confirms."""
 
     def __init__(self, path: str | None = None) -> None:
         import fcntl  # noqa: PLC0415 - not on every platform
@@ -213,9 +214,11 @@ class LastPid:
         self._parse: Callable[[bytes], int] = _last_field if "loadavg" in self._path else int
         self._fd = -1
         self._value = 0
+        self.opens = 0  # descriptors opened so far: a change means the old one was lost
         self._value = self.read()
 
     def _open(self) -> int:
+        self.opens += 1
         fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             high = self._fcntl(fd, self._dup, _HIGH_FD)
@@ -246,6 +249,17 @@ class LastPid:
         except OSError:
             pass
         return self._value
+
+    def peek(self) -> int:
+        """The last pid allocated, read without first checking that the descriptor is still
+        ours: half the system calls of :meth:`read`. Harmless to a test that took the number
+        over (a ``pread`` moves no file offset and consumes nothing from a pipe or socket,
+        which refuse it), but then the value may be anything: use it where a later
+        :meth:`read` confirms it (:attr:`opens` unchanged) or nothing is lost if it is wrong."""
+        try:
+            return self._parse(os.pread(self._fd, 64, 0))
+        except (OSError, ValueError):  # closed, or taken over by something that is no file
+            return self.read()
 
     def close(self) -> None:
         """Close the descriptor if it is still ours."""

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,57 @@ def test_a_descriptor_a_test_put_in_its_place_is_neither_read_nor_closed() -> No
         assert os.readlink(f"/proc/self/fd/{ours}") == os.devnull, "and still open"
     finally:
         os.close(ours)
+
+
+def test_a_peek_through_a_descriptor_a_test_put_in_its_place_changes_nothing_of_it(
+    tmp_path: Path,
+) -> None:
+    """``peek`` does not check whose the number is: it may read the test's file, but moves
+    no offset, and a later ``read`` notices (``opens``) and reads through a new descriptor."""
+    pidfile = os.path.join(str(tmp_path), "daemon.pid")
+    with open(pidfile, "w") as written:
+        written.write("12345\n")
+    last = LastPid()
+    ours, opened = last._fd, last.opens
+    os.close(ours)
+    theirs = os.open(pidfile, os.O_RDONLY)
+    try:
+        if theirs != ours:
+            os.dup2(theirs, ours)
+            os.close(theirs)
+        os.lseek(ours, 2, os.SEEK_SET)
+        assert last.peek() == 12345  # the file's text: why a peek is confirmed by a read
+        assert os.lseek(ours, 0, os.SEEK_CUR) == 2
+        assert last.opens == opened
+        child = _a_new_pid()
+        assert last.read() >= child or last.read() < 300, "pids wrapped meanwhile"
+        assert last.opens == opened + 1 and last._fd != ours
+        assert os.lseek(ours, 0, os.SEEK_CUR) == 2 and os.read(ours, 10) == b"345\n"
+        last.close()
+    finally:
+        os.close(ours)
+
+
+def test_a_peek_through_a_pipe_in_its_place_reads_through_a_new_descriptor() -> None:
+    """A pipe refuses ``pread``: nothing is taken from it, and the value is the real one."""
+    last = LastPid()
+    ours = last._fd
+    os.close(ours)
+    reader, writer = os.pipe()
+    try:
+        os.write(writer, b"data")
+        if reader != ours:
+            os.dup2(reader, ours)
+        child = _a_new_pid()
+        assert last.peek() >= child or last.peek() < 300, "pids wrapped meanwhile"
+        assert os.read(ours, 10) == b"data"
+        last.close()
+    finally:
+        for fd in {reader, writer, ours}:
+            os.close(fd)
+
+
+def _a_new_pid() -> int:
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True, timeout=30)  # fmt: skip
+    return int(child.stdout)

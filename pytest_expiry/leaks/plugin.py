@@ -72,6 +72,9 @@ class LeakCheck:
         if phase != "teardown":
             return
         window = self.leaks.window()
+        if window is None and not self.threads.watching:
+            self._pending = None  # the common case: no pid was allocated, no pool was idle
+            return
         found = []
         if window is not None:  # processes first: ending them may end threads that wait on them
             found.append((self.leaks.check(nodeid), "leaked processes"))
@@ -88,7 +91,8 @@ class LeakCheck:
             return
         if self._live:
             self.end_phase(report.nodeid, "teardown")
-        self.attach_records(report)
+        if self._pending is not None:
+            self.attach_records(report)
 
     def attach_records(self, report: pytest.TestReport) -> None:
         """Put the records of what the test left on its teardown ``report`` (once)."""

@@ -64,24 +64,37 @@ class LeakWatch:
         self._before_session = _children_now()
         self._start = self._last.read()
         self._marks: dict[str, int] = {}
+        self._opens = 0  # the descriptor count at the test's start (LastPid.opens)
+        self._phases_known = True
         self._owned: list[tuple[int, int]] = []
         self.mark = self._last.read  # the last pid allocated so far
 
     def begin(self) -> None:
         """A test starts: what is created from now on may be its leak."""
         self._start = self.mark()
-        self._marks.clear()
+        self._opens = self._last.opens
+        self._marks = {}
+        self._phases_known = True
         if self._owned:
             self._owned = []
 
     def end_phase(self, phase: str) -> None:
-        """``phase`` of the test ended."""
-        self._marks[phase] = self.mark()
+        """``phase`` of the test ended. (Its mark is peeked: :meth:`window` confirms it.)"""
+        self._marks[phase] = self._last.peek()
 
     def window(self) -> tuple[int, int] | None:
         """After the teardown (before :meth:`check`): the marks of the test's start and of
-        the last pid allocated by the end of its teardown; None if none was allocated."""
+        the last pid allocated by the end of its teardown; None if none was allocated.
+
+        The common case costs one ``pread``: a peeked end equal to the start. Otherwise the
+        end is read again, checked; if our descriptor was lost meanwhile, the phases' peeked
+        marks may be anything: what leaked is reported in phase ``unknown``."""
         start, end = self._start, self._marks.get("teardown", self._start)
+        if end == start:
+            return None
+        self._marks["teardown"] = end = self.mark()
+        if self._last.opens != self._opens:
+            self._phases_known = False
         return None if end == start else (start, end)
 
     def owned_by_fixture(self, before: int, after: int) -> None:
@@ -91,8 +104,8 @@ class LeakWatch:
             self._owned.append((before, after))
 
     def check(self, nodeid: str) -> Record | None:
-        """After ``nodeid``'s teardown: the record of what it leaked, if anything (and, in
-        ``kill``/``fail`` mode, those processes are ended by then)."""
+        """After ``nodeid``'s teardown and :meth:`window`: the record of what it leaked, if
+        anything (and, in ``kill``/``fail`` mode, those processes are ended by then)."""
         start = self._start
         end = self._marks.get("teardown", start)
         self._start = end  # a test whose start is not seen starts where this one ended
@@ -129,6 +142,8 @@ class LeakWatch:
         )
 
     def _phase_of(self, pid: int, start: int) -> str:
+        if not self._phases_known:
+            return "unknown"
         at = lineage.position(pid, start)
         for phase in PHASES:
             mark = self._marks.get(phase)

@@ -53,6 +53,12 @@ class ThreadWatch:
     def begin(self) -> None:
         self._idle = _idle_workers() if _compat.pool_workers_may_run() else _NONE
 
+    @property
+    def watching(self) -> bool:
+        """Whether pool workers were idle at the test's start: a test that allocated no pid
+        started no thread, but may have given one of them a job."""
+        return bool(self._idle)
+
     def snapshot(self) -> set[threading.Thread]:
         return set(threading.enumerate())
 
@@ -65,7 +71,7 @@ class ThreadWatch:
         """The record of the threads ``nodeid`` left busy, if any. ``window``: the marks of
         the first and last pid allocated during the test (None if it allocated none)."""
         if window is None and not self._idle:
-            return None  # the common case: no thread appeared, no worker was idle
+            return None  # no thread appeared, no worker was idle
         candidates = [
             thread
             for thread in threading.enumerate()

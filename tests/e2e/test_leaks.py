@@ -366,6 +366,47 @@ def test_a_test_that_closes_every_descriptor_does_not_break_leak_detection(
         assert len(end_leftovers()) == (2 if mode == WARN else 0)
 
 
+TAKEN_OVER = """
+    import os, subprocess
+
+    PIDFILE = os.path.abspath("daemon.pid")
+
+    def test_puts_a_pidfile_on_every_number():
+        os.closerange(3, 65536)
+        with open(PIDFILE, "w") as written:
+            written.write("12345\\n")
+        fd = os.open(PIDFILE, os.O_RDONLY)
+        os.lseek(fd, 2, os.SEEK_SET)
+        for number in range(fd + 1, 100):  # the plugin's descriptor was one of these
+            os.dup2(fd, number)
+        subprocess.Popen(["sleep", "66"])
+
+    def test_after_it():
+        assert all(os.lseek(number, 0, os.SEEK_CUR) == 2 for number in range(3, 100))
+        with open(PIDFILE) as again:
+            assert again.read() == "12345\\n"
+"""
+
+
+def test_a_file_in_place_of_the_leak_descriptor_is_left_alone_and_misleads_nothing(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
+    """A test puts a file whose text is a pid on the number of the descriptor the pid marks are
+    read through. The file's offset is untouched (marks are read with ``pread``), the leak is
+    still found, and its phase, which could come from the file's text, is ``unknown``."""
+    pytester.makepyfile(TAKEN_OVER)
+    common = ["-s", "-p", "no:logging", "-p", "no:faulthandler"]
+    bare = run_pytest(*common, "-p", "no:expiry", junit=False)
+    bare.result.assert_outcomes(passed=2)
+    end_leftovers()
+    run = run_pytest(*common, KILL, "--expiry-report=taken.json", junit=False)
+    run.result.assert_outcomes(passed=2)
+    assert "test_puts_a_pidfile_on_every_number left 1 processes" in run.output
+    (record,) = leaked(pytester.path / "taken.json")
+    assert [p["phase"] for p in record["processes"]] == ["unknown"]
+    assert end_leftovers() == []
+
+
 NESTED = """
     import os
 

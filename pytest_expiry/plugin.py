@@ -130,7 +130,7 @@ def _configure_worker(
     config: pytest.Config, settings: Settings, workerinput: dict[str, Any], per_test: PerTest
 ) -> None:
     """An xdist worker runs tests against its controller's watchdog, or its own."""
-    from pytest_expiry.xdist.controller import WORKER_KEY  # noqa: PLC0415
+    from pytest_expiry.xdist import WORKER_KEY  # noqa: PLC0415
 
     card = workerinput.get(WORKER_KEY)
     if card is not None:

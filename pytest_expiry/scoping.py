@@ -22,7 +22,6 @@ from pytest_expiry.learning import resolve_deadline, session_learning
 from pytest_expiry.phases import ATTEMPT, DEADLINE, NO_DEADLINE, PhaseGate, limits
 from pytest_expiry.protocol.client import ChannelClient, ChannelError
 from pytest_expiry.protocol.wire import stacks_directory
-from pytest_expiry.report.carry import report_marker_errors
 from pytest_expiry.scope import ActiveScope, ScopeGuard
 from pytest_expiry.settings import MarkerError, Settings
 from pytest_expiry.signals import ExpirySignals
@@ -123,6 +122,8 @@ class ScopeHooks:
         if errors and not hasattr(self._config, "workerinput"):
             raise pytest.UsageError("invalid expiry markers:\n  " + "\n  ".join(errors.values()))
         if errors:  # an xdist worker cannot end the run with a usage error: report per item
+            from pytest_expiry.report.carry import report_marker_errors  # noqa: PLC0415 - rare
+
             report_marker_errors(session, errors)
             items[:] = [item for item in items if item not in errors]
         manager = self._config.pluginmanager

@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_expiry._compat import end_progress_line, mark_done_in_xdist_queue
+from pytest_expiry.xdist import WORKER_KEY
 from pytest_expiry.xdist.placement import Placement, collect_on_host
 
-if TYPE_CHECKING:  # workers read WORKER_KEY only: they need none of the controller's side
+if TYPE_CHECKING:
     from pytest_expiry.session import ExpirySession
 
 __all__ = ["WORKER_KEY", "XdistBridge", "isolate_with_one_worker"]
 
-WORKER_KEY = "expiry_watchdog"
 _EVENT_WAIT = 3.0
 
 

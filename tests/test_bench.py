@@ -4,9 +4,12 @@ into RESULTS with a verdict, and the rows it measures are measured. No timing is
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 MEASURED = ("plain", "slope", "startup", "real", "latency", "hardkill")
@@ -30,3 +33,24 @@ def test_bench_renders_every_row_with_a_verdict(tmp_path: Path) -> None:
     assert all(verdicts[key] in ("**met**", "**missed**") for key in MEASURED), verdicts
     assert all(v == "not measured" for k, v in verdicts.items() if k not in MEASURED), verdicts
     assert re.search(r"\| trivial 50 \| expiry \| .*--expiry=30 \| 1 \|", text)
+
+
+def test_the_per_test_ab_plugin_splits_one_session_into_halves(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench/pertest_ab.py: every other test runs without the plugin's per-test parts, and
+    the session ends with one line comparing the halves' medians."""
+    pytester.makepyfile("\n".join(f"def test_{n}(): pass" for n in range(120)))
+    out = pytester.path / "ab.txt"
+    monkeypatch.setenv("PERTEST_AB_OUT", str(out))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")])
+    )
+    result = pytester.runpytest_subprocess("-p", "pertest_ab", "--expiry=30", timeout=120)
+    result.assert_outcomes(passed=120)
+    line = out.read_text()
+    assert re.fullmatch(
+        r"per-test parts: [+-]\d+\.\d\d us a test \(median protocol \d+\.\d us with, "
+        r"\d+\.\d us without, 60 tests each\)\n",
+        line,
+    ), line

@@ -23,6 +23,7 @@ names; if both plugins would then enforce deadlines, :func:`both_enforce_warning
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from importlib import metadata
 from typing import Any
@@ -52,11 +53,18 @@ def compat_possible(plugins: pytest.PytestPluginManager | None = None) -> bool:
     (given the session's ``plugins``) while it is disabled with ``-p no:timeout``."""
     if plugins is not None and plugins.is_blocked("timeout"):
         return True
+    return not _timeout_installed()
+
+
+@functools.cache
+def _timeout_installed() -> bool:
+    """Whether pytest-timeout is installed: looked up once a process (each lookup scans
+    ``sys.path``, and options, settings and configure each ask)."""
     try:
         metadata.distribution("pytest-timeout")
     except metadata.PackageNotFoundError:
-        return True
-    return False
+        return False
+    return True
 
 
 def register(parser: pytest.Parser, group: Any, seconds_kwargs: dict[str, Any]) -> None:

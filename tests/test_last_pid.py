@@ -1,4 +1,4 @@
-"""``lineage.LastPid``: the last pid the kernel allocated, read through a descriptor of ours
+"""``lastpid.LastPid``: the last pid the kernel allocated, read through a descriptor of ours
 that costs the test process nothing it could notice (Linux only)."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from pytest_expiry.lineage import LastPid, pid_source
+from pytest_expiry.lastpid import LastPid, pid_source
 
 pytestmark = pytest.mark.skipif(pid_source() is None, reason="no /proc to read the last pid from")
 
 IN_A_THREADED_PROCESS = textwrap.dedent(
     """
     import json, os, threading
-    from pytest_expiry.lineage import LastPid
+    from pytest_expiry.lastpid import LastPid
 
     def table_size():
         with open("/proc/self/status") as status:

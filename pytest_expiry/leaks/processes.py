@@ -30,7 +30,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from pytest_expiry import lineage
+from pytest_expiry import lastpid, lineage
 
 if TYPE_CHECKING:  # psutil is imported when a test leaves a process, not before
     import psutil
@@ -44,7 +44,7 @@ PHASES = ("setup", "call", "teardown")
 
 
 def supported() -> bool:
-    return sys.platform.startswith("linux") and lineage.pid_source() is not None
+    return sys.platform.startswith("linux") and lastpid.pid_source() is not None
 
 
 class LeakWatch:
@@ -59,7 +59,7 @@ class LeakWatch:
         self._grace = grace
         self._token = token
         self._pid = os.getpid()
-        self._last = lineage.LastPid()
+        self._last = lastpid.LastPid()
         self._session_ticks = lineage.boot_ticks()
         self._before_session = _children_now()
         self._start = self._last.read()

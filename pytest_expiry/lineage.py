@@ -18,8 +18,8 @@ off too. A process started with an environment of its own (``env={...}``) is not
 **The order.** The kernel hands out pids in increasing order (wrapping around at
 ``pid_max``), threads included, so the processes created between two moments are among the
 pids allocated in between: :class:`~pytest_expiry.lastpid.LastPid` reads the last one
-allocated, :func:`window`
-lists the pids after one mark up to another, :func:`live_parent` says which are processes.
+allocated, :func:`window` lists the pids after one mark up to another, :func:`live_parent`
+says which are processes.
 
 Linux only (``/proc``); elsewhere :func:`carries` is always False.
 """

@@ -35,6 +35,14 @@ def test_bench_renders_every_row_with_a_verdict(tmp_path: Path) -> None:
     assert re.search(r"\| trivial 50 \| expiry \| .*--expiry=30 \| 1 \|", text)
 
 
+@pytest.fixture
+def ab_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")])
+    )
+
+
+@pytest.mark.usefixtures("ab_path")
 def test_the_per_test_ab_plugin_splits_one_session_into_halves(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -43,14 +51,54 @@ def test_the_per_test_ab_plugin_splits_one_session_into_halves(
     pytester.makepyfile("\n".join(f"def test_{n}(): pass" for n in range(120)))
     out = pytester.path / "ab.txt"
     monkeypatch.setenv("PERTEST_AB_OUT", str(out))
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")])
-    )
     result = pytester.runpytest_subprocess("-p", "pertest_ab", "--expiry=30", timeout=120)
     result.assert_outcomes(passed=120)
     line = out.read_text()
     assert re.fullmatch(
-        r"per-test parts: [+-]\d+\.\d\d us a test \(median protocol \d+\.\d us with, "
-        r"\d+\.\d us without, 60 tests each\)\n",
+        r"per-test parts \(scopes,leaks,session\): [+-]\d+\.\d\d us a test "
+        r"\(median \d+\.\d us with, \d+\.\d us without, 60 tests each\)\n",
         line,
     ), line
+
+
+@pytest.mark.usefixtures("ab_path")
+def test_a_test_without_the_part_runs_without_it_from_its_start(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With PERTEST_AB_PARTS=leaks, leak detection watches the first and third of four tests
+    that each leave a busy thread, and no other: each of those two is charged its own thread
+    (a part switched on too late would see a test's end without its start, and charge the
+    third test with the second one's thread too)."""
+    pytester.makepyfile(
+        """
+        import threading, time
+        def _busy():
+            time.sleep(0.2)
+        def _leave_a_thread():
+            threading.Thread(target=_busy).start()
+        test_0 = test_1 = test_2 = test_3 = _leave_a_thread
+        """
+    )
+    monkeypatch.setenv("PERTEST_AB_PARTS", "leaks")
+    result = pytester.runpytest_subprocess("-p", "pertest_ab", "--expiry=30", timeout=120)
+    result.assert_outcomes(passed=4)
+    leaked = [
+        (line.split("'")[1], line.rsplit("::", 1)[1])
+        for line in result.outlines
+        if line.startswith("LEAKED thread")
+    ]
+    assert leaked == [("Thread-1 (_busy)", "test_0"), ("Thread-3 (_busy)", "test_2")], leaked
+    result.stdout.fnmatch_lines(["per-test parts (leaks): * us a test (median *, 2 tests each)"])
+
+
+@pytest.mark.usefixtures("ab_path")
+def test_an_unknown_part_is_named(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile("def test_a(): pass")
+    monkeypatch.setenv("PERTEST_AB_PARTS", "leaks,scope")
+    result = pytester.runpytest_subprocess("-p", "pertest_ab", "--expiry=30", timeout=120)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*PERTEST_AB_PARTS names scope: use any of scopes, leaks, session*"]
+    )

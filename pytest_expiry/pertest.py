@@ -7,8 +7,9 @@ protocol and one call per report, whichever parts are on. In the order they run:
 
 * at the start of the protocol: the scope is armed, then leak detection takes its marks;
 * for each logged report: leak detection (its phase mark; after the teardown, what the test
-  left), the scope (a teardown past the deadline, SLOW, an attempt in trouble), then the
-  session, which keeps the records the report carries;
+  left); then, for a teardown report, one that did not pass or one that carries records,
+  the scope (a teardown past the deadline, SLOW, an attempt in trouble) and the session,
+  which keeps the records the report carries;
 * at the end of the protocol: the scope is released.
 """
 
@@ -24,7 +25,9 @@ __all__ = ["EndingPart", "Part", "PerTest", "ReportReader"]
 
 class ReportReader(Protocol):
     def on_report(self, report: pytest.TestReport) -> None:
-        """Called as ``report`` is logged, before pytest's own reporters see it."""
+        """Called as ``report`` is logged, before pytest's own reporters see it: for leak
+        detection every report; for the other parts a teardown report, a report that did
+        not pass, or one that carries records (not a passing setup or call without any)."""
 
 
 class Part(ReportReader, Protocol):
@@ -63,6 +66,12 @@ class PerTest:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.leaks is not None:
             self.leaks.on_report(report)
+        if (
+            report.outcome == "passed"
+            and report.when != "teardown"
+            and "expiry" not in vars(report)
+        ):
+            return  # most reports: a passing setup or call, of concern to leak detection alone
         if self.scopes is not None:
             self.scopes.on_report(report)
         if self.session is not None:

@@ -98,6 +98,13 @@ class ScopeGuard:
             self._publish(self.scope)
         return self.scope
 
+    def arm_if_alive(self, nodeid: str, seconds: float, owner: object) -> ActiveScope | None:
+        """The per-test :meth:`arm`: done if the watchdog looks alive at a glance, else
+        None, nothing armed (the caller runs :meth:`check_alive`, and arms after it)."""
+        if self._channel is None or not self._channel.looks_alive():
+            return None
+        return self.arm(nodeid, seconds, owner=owner)
+
     def check_alive(self) -> None:
         """Find out whether the watchdog is still there (:attr:`broken` says why not)."""
         if self._channel is not None:

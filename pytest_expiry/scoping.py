@@ -151,6 +151,16 @@ class ScopeHooks:
             seconds, func_only = item.stash[DEADLINE]
         except KeyError:  # an item made after collection: the session budget still bounds it
             seconds, func_only = NO_DEADLINE
+        guard = self.guard
+        if (
+            guard is not None
+            and seconds
+            and not func_only
+            and self._budget is None
+            and guard.arm_if_alive(item.nodeid, seconds, item) is not None
+        ):
+            self._armed = guard  # the common case; otherwise, a closer look first
+            return
         if self._budget is not None and self._budget.left() <= 0:
             return  # not run (budget.py): a scope of the minimum length would only expire
         if not func_only:
@@ -179,8 +189,6 @@ class ScopeHooks:
     def on_report(self, report: pytest.TestReport) -> None:
         """A teardown that ended past the deadline fails; one that took most of it is
         SLOW; a failed attempt may be run again, with a fresh deadline."""
-        if report.when != "teardown" and report.outcome == "passed":
-            return  # the common case
         guard = self.guard
         scope = guard.scope if guard is not None else None
         if guard is None or scope is None or scope.nodeid != report.nodeid:

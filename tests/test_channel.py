@@ -17,7 +17,16 @@ import pytest
 from pytest_expiry import procs
 from pytest_expiry.protocol.client import ChannelClient, ChannelError
 from pytest_expiry.protocol.server import ALL_SCOPES, ScopeRequest
-from pytest_expiry.protocol.wire import FRAME, PID_NAME, SCOPES_NAME, SLOT_SEQUENCE, SLOT_SIZE
+from pytest_expiry.protocol.wire import (
+    DRAIN_INTERVAL,
+    FRAME,
+    HEARTBEAT,
+    HEARTBEAT_NAME,
+    PID_NAME,
+    SCOPES_NAME,
+    SLOT_SEQUENCE,
+    SLOT_SIZE,
+)
 from pytest_expiry.timer.api import TimerRequest, clock
 
 try:
@@ -205,6 +214,31 @@ def test_a_dead_watchdog_is_noticed_by_the_next_check(
     watchdog.queue._peers.clear()
     with pytest.raises(ChannelError, match="went away"):
         client.check_alive()
+
+
+def test_a_glance_sees_a_hang_up_and_a_heartbeat_gone_stale(
+    watchdog: WatchdogEnd, client: ChannelClient
+) -> None:
+    """``looks_alive`` (the start of each test) costs no wait: False only sends the caller
+    to ``check_alive``, which gives a stale heartbeat its chance before it gives up."""
+    heartbeat = os.path.join(watchdog.directory, HEARTBEAT_NAME)
+
+    def beat(at: float) -> None:
+        with open(heartbeat, "r+b") as written:
+            written.write(HEARTBEAT.pack(at))
+
+    beat(clock())
+    assert client.looks_alive()
+    beat(clock() - 5 * DRAIN_INTERVAL)  # stopped, or dead without closing its socket
+    assert not client.looks_alive()
+    with pytest.raises(ChannelError, match="has not run"):
+        client.check_alive()
+    beat(clock())
+    assert client.looks_alive()
+    for peer in list(watchdog.queue._peers.values()):
+        peer.sock.close()
+    watchdog.queue._peers.clear()
+    assert not client.looks_alive()
 
 
 def test_a_forked_child_cannot_write_its_parents_slot(

@@ -13,6 +13,7 @@ inside the one it gets.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import sys
 from collections.abc import Sequence
@@ -461,6 +462,19 @@ def test_a_test_past_the_slow_fraction_is_named_on_its_own_line_and_in_the_summa
     run.result.assert_outcomes(passed=1)
     assert len(re.findall(SLOW_LINE, run.result.stdout.str(), re.MULTILINE)) == 2, run.output
     assert "still running" not in run.output  # nothing is written while the test runs
+
+
+def test_a_func_only_test_slow_in_its_call_is_named_though_its_call_passed(
+    pytester: pytest.Pytester, run_pytest: RunPytest
+) -> None:
+    """The SLOW record of a func_only scope rides on the passing call's report, not on the
+    teardown's: the session's record reads passing reports that carry records."""
+    write_test(pytester, 0.6, ["@pytest.mark.expires(1, func_only=True)"])
+    run = run_pytest("--expiry-slow=0.3", "--expiry-report=slow.json")
+    run.result.assert_outcomes(passed=1)
+    assert len(re.findall(SLOW_LINE, run.result.stdout.str(), re.MULTILINE)) == 2, run.output
+    [event] = json.loads((pytester.path / "slow.json").read_text())["events"]
+    assert (event["event"], event["phase"]) == ("slow", "call")
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])

@@ -5,7 +5,7 @@ and gives the process back to the outer one as it was). A scope goes
 
     armed -> expired(phase) -> answered -> released
 
-and only the guard writes it. The per-test path is :meth:`ScopeGuard.arm` and
+and only the guard writes it. The per-test path is :meth:`ScopeGuard.arm_if_alive` and
 :meth:`ScopeGuard.release`: a write to the process's scope slot each (shared memory, read by the
 watchdog when it wakes). Which phase pytest is in is read from its runner's frames when the
 interrupt arrives (or told by :meth:`ScopeGuard.enter_phase`: collection, and a test in

@@ -80,9 +80,10 @@ class Job:
 class Stats:
     walls: list[float] = field(default_factory=list)
     cpus: list[float] = field(default_factory=list)
+    noted: list[float] = field(default_factory=list)  # what the runs wrote to their note
 
     def of(self, what: str) -> float:
-        return statistics.median(self.walls if what == "wall" else self.cpus)
+        return statistics.median({"wall": self.walls, "cpu": self.cpus, "noted": self.noted}[what])
 
 
 class Runner:
@@ -97,27 +98,41 @@ class Runner:
         command = [self.python, "-m", "pytest", *BASE, *args]
         return Job(command, suite, {**self.env, **env}, timeout)
 
-    def run(self, suite: Path, args: Sequence[str], expect: str) -> Done:
-        done = self.start(suite, args).wait()
+    def run(
+        self, suite: Path, args: Sequence[str], expect: str, env: Mapping[str, str] = {}
+    ) -> Done:
+        done = self.start(suite, args, env).wait()
         if done.returncode != 0 or expect not in done.output:
             command = " ".join(args)
             raise BenchError(f"`pytest {command}` ended with {done.returncode}:\n{done.tail()}")
         return done
 
     def alternate(
-        self, suite: Path, configs: Mapping[str, Sequence[str]], repeats: int, expect: str
+        self,
+        suite: Path,
+        configs: Mapping[str, Sequence[str]],
+        repeats: int,
+        expect: str,
+        *,
+        note_env: str = "",
     ) -> dict[str, Stats]:
         """Every configuration ``repeats`` times, round by round, the order rotating each
         round (so load drift hits all alike), after an untimed ``--collect-only`` that writes
-        the suite's bytecode."""
+        the suite's bytecode. With ``note_env``, each run gets a file of its own in that
+        variable, and the numbers it writes there, one a line, go to ``Stats.noted``."""
         names = list(configs)
         self.start(suite, [*configs[names[0]], "--collect-only"]).wait()
         stats = {name: Stats() for name in names}
+        note = suite / "note.txt"
+        env = {note_env: str(note)} if note_env else {}
         for round_ in range(repeats):
             for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-                done = self.run(suite, configs[name], expect)
+                note.unlink(missing_ok=True)
+                done = self.run(suite, configs[name], expect, env)
                 stats[name].walls.append(done.wall)
                 stats[name].cpus.append(done.cpu)
+                if note_env:
+                    stats[name].noted += [float(line) for line in note.read_text().split()]
         return stats
 
     def ours(self) -> list[psutil.Process]:

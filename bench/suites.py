@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 Files = dict[str, str]
-TIMES_ENV, FIFO_ENV = "BENCH_TIMES", "BENCH_FIFO"
+TIMES_ENV, FIFO_ENV, NOTE_ENV = "BENCH_TIMES", "BENCH_FIFO", "BENCH_NOTE"
 CONFTEST = """\
 import json, os, time
 
@@ -39,6 +39,26 @@ def trivial(size: int) -> Files:
         f"test_trivial_{m // 100:03d}.py": "".join(map(body.format, range(min(100, size - m))))
         for m in range(0, size, 100)
     }
+
+
+_WORKER_CONFTEST = """\
+import os, resource
+
+_noted = []
+def pytest_runtest_logstart(nodeid, location):
+    # an xdist worker's CPU from its start to its first test: its start-up, this plugin's too
+    if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("BENCH_NOTE") and not _noted:
+        _noted.append(nodeid)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        with open(os.environ["BENCH_NOTE"], "a") as out:
+            out.write(f"{usage.ru_utime + usage.ru_stime}\\n")
+"""
+
+
+def workers(size: int) -> Files:
+    """:func:`trivial`, with a conftest by which each xdist worker appends the CPU it used
+    up to its first test to ``$BENCH_NOTE``."""
+    return {**trivial(size), "conftest.py": _WORKER_CONFTEST}
 
 
 _REAL = """\

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-MEASURED = ("plain", "slope", "startup", "real", "latency", "hardkill")
+MEASURED = ("plain", "slope", "worker", "startup", "real", "latency", "hardkill")
 
 
 def test_bench_renders_every_row_with_a_verdict(tmp_path: Path) -> None:
@@ -33,6 +33,7 @@ def test_bench_renders_every_row_with_a_verdict(tmp_path: Path) -> None:
     assert all(verdicts[key] in ("**met**", "**missed**") for key in MEASURED), verdicts
     assert all(v == "not measured" for k, v in verdicts.items() if k not in MEASURED), verdicts
     assert re.search(r"\| trivial 50 \| expiry \| .*--expiry=30 \| 1 \|", text)
+    assert "CPU per worker up to its first test (8 workers)" in text  # 4 workers, 2 runs
 
 
 @pytest.fixture
